@@ -1,0 +1,60 @@
+"""Plain data shared across layers: instances and topic bindings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class InstanceState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class InstanceKind(StrEnum):
+    MANAGED = "managed"
+    DISCOVERED = "discovered"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One OpenCode server known to the bot. Times are UTC seconds."""
+
+    id: str
+    kind: InstanceKind
+    project_path: str
+    state: InstanceState
+    created_at: int
+    updated_at: int
+    port: int | None = None
+    url: str | None = None
+    pid: int | None = None
+    session_id: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        if self.port is None:
+            raise ValueError(f"instance {self.id} has neither url nor port")
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class TopicBinding:
+    """A forum topic bound to a project directory and an OpenCode session. Times are UTC seconds."""
+
+    chat_id: int
+    topic_id: int
+    project_path: str
+    created_at: int
+    updated_at: int
+    session_id: str | None = None
+    instance_id: str | None = None
+    streaming_enabled: bool = True
+    topic_name_updated: bool = False

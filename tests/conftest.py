@@ -1,0 +1,6 @@
+"""Shared test fixtures live in tests/rig; each rig module is a pytest plugin."""
+
+pytest_plugins = [
+    "tests.rig.opencode_fixtures",
+    "tests.rig.telegram_fixtures",
+]

@@ -1,0 +1,1 @@
+"""Fixtures for the real OpenCode binary and the mock LLM."""
