@@ -1,0 +1,143 @@
+"""The composition root: builds every part, wires them, and owns start-up and shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from telegram.ext import Application, ApplicationBuilder
+from telegram.request import HTTPXRequest
+
+from oc_outpost.config import Settings
+from oc_outpost.core.outpost import Outpost, OutpostConfig
+from oc_outpost.orchestrator.manager import InstanceManager, ManagerConfig
+from oc_outpost.store.bot_state import BotStateStore
+from oc_outpost.store.db import Database
+from oc_outpost.store.instances import InstanceStore
+from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
+from oc_outpost.store.pending import PendingStore
+from oc_outpost.store.topics import TopicStore
+from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
+from oc_outpost.telegram.outbox import Outbox, Priority
+from oc_outpost.telegram.view import TelegramChat
+
+log = logging.getLogger(__name__)
+
+BOT_API_TIMEOUT_S = 10.0
+SHUTDOWN_FLUSH_S = 10.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    poll_timeout_s: int = 10
+
+
+def build_application(
+    settings: Settings, options: RunOptions
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    api = settings.telegram_api_url
+    request = HTTPXRequest(
+        connect_timeout=BOT_API_TIMEOUT_S,
+        read_timeout=BOT_API_TIMEOUT_S,
+        write_timeout=BOT_API_TIMEOUT_S,
+        pool_timeout=BOT_API_TIMEOUT_S,
+    )
+    polling = HTTPXRequest(
+        connect_timeout=BOT_API_TIMEOUT_S,
+        read_timeout=options.poll_timeout_s + BOT_API_TIMEOUT_S,
+        write_timeout=BOT_API_TIMEOUT_S,
+    )
+    return (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .request(request)
+        .get_updates_request(polling)
+        .concurrent_updates(True)
+        .build()
+    )
+
+
+class OutpostApp:
+    """Everything of one running bot; `start()` and `stop()` in the right order."""
+
+    def __init__(self, settings: Settings, options: RunOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or RunOptions()
+        self.application = build_application(settings, self.options)
+        self.outbox = Outbox(self.application.bot)
+        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id)
+        self._dbs: list[Database] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        orchestrator_db = await Database.open(s.orchestrator_db_path, ORCHESTRATOR_MIGRATIONS)
+        topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
+        self._dbs = [orchestrator_db, topic_db]
+        self.bot_state = BotStateStore(topic_db)
+        self.instances = InstanceManager(
+            ManagerConfig(
+                binary=s.opencode_path,
+                port_start=s.opencode_port_start,
+                pool_size=s.opencode_port_pool_size,
+                max_instances=s.opencode_max_instances,
+                startup_timeout_s=s.startup_timeout_s,
+            ),
+            InstanceStore(orchestrator_db),
+        )
+        self.outpost = Outpost(
+            OutpostConfig(
+                chat_id=s.telegram_chat_id,
+                project_base=s.project_base_path,
+                auto_create_dirs=s.auto_create_project_dirs,
+            ),
+            topics=TopicStore(topic_db),
+            pending=PendingStore(topic_db),
+            instances=self.instances,
+            chat=self.chat,
+        )
+        policy = AccessPolicy(
+            chat_id=s.telegram_chat_id,
+            allowed_users=frozenset(s.telegram_allowed_users),
+            handle_general=s.handle_general_topic,
+        )
+        Handlers(self.outpost, self.chat, policy).install(self.application)
+
+        await self.application.initialize()
+        self.outbox.start()
+        await self.outbox.submit(
+            lambda bot: bot.set_my_commands(COMMANDS), chat_id=None, priority=Priority.INTERACTIVE
+        )
+        await self.outpost.start()
+        await self.application.start()
+        assert self.application.updater is not None
+        await self.application.updater.start_polling(timeout=self.options.poll_timeout_s)
+        log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
+
+    async def stop(self) -> None:
+        """Stop taking updates, flush final answers, stop servers, close stores."""
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self.application.running:
+            await self.application.stop()
+        await self.outpost.stop()
+        await self.outbox.close(SHUTDOWN_FLUSH_S)
+        await self.instances.stop_all()
+        await self.application.shutdown()
+        for db in self._dbs:
+            await db.close()
+        log.info("oc-outpost stopped")
+
+
+async def serve(settings: Settings, stop: asyncio.Event, options: RunOptions | None = None) -> None:
+    """Run the bot until ``stop`` is set. The `oc-outpost` command and the tests both use this."""
+    app = OutpostApp(settings, options)
+    try:
+        await app.start()
+        await stop.wait()
+    finally:
+        await app.stop()
