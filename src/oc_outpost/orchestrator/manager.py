@@ -13,7 +13,7 @@ from pathlib import Path
 from oc_outpost.core.types import InstanceInfo, InstanceKind, InstanceState
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.orchestrator.managed import ManagedServer, ServerStartError
-from oc_outpost.orchestrator.ports import find_free_port
+from oc_outpost.orchestrator.ports import PortsExhausted, find_free_port
 from oc_outpost.store.instances import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,10 @@ class InstanceManager:
         previous = await self._store.get_by_path(str(project_path))
         instance_id = previous.id if previous is not None else new_instance_id()
         in_use = {r.info.port for r in alive if r.info.port is not None}
-        port = find_free_port(self._config.port_start, self._config.pool_size, exclude=in_use)
+        try:
+            port = find_free_port(self._config.port_start, self._config.pool_size, exclude=in_use)
+        except PortsExhausted as exc:
+            raise InstanceError(str(exc)) from exc
         now = self._now()
         info = InstanceInfo(
             id=instance_id,

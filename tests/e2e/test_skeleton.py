@@ -1,0 +1,153 @@
+"""End to end: the bot through its real entry point, the fake Bot API, real OpenCode, mock LLM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oc_outpost.app import RunOptions, serve
+from oc_outpost.config import load_settings
+from tests.rig.fake_telegram import FakeTelegram
+from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID, TEST_BOT_TOKEN, TEST_CHAT_ID
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@dataclass
+class RunningBot:
+    fake: FakeTelegram
+    projects: Path
+    task: asyncio.Task[None]
+
+    async def new_topic(self, name: str) -> int:
+        await self.fake.send_user_message(f"/new {name}", user_id=ALLOWED_USER_ID)
+        topic = await self.fake.wait_for(
+            lambda: next((tid for tid, t in self.fake.topics.items() if t.name == name), None),
+            timeout=30,
+        )
+        await self.fake.wait_for(
+            lambda: any("ready" in (m.text or "") for m in self.fake.bot_messages(topic)),
+            timeout=30,
+        )
+        return int(topic)
+
+
+def free_port_base() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def bot(
+    fake_telegram: FakeTelegram,
+    opencode_bin: Path,
+    opencode_env: dict[str, str],
+    tmp_path: Path,
+) -> AsyncIterator[RunningBot]:
+    projects = tmp_path / "projects"
+    projects.mkdir()
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": TEST_BOT_TOKEN,
+            "TELEGRAM_CHAT_ID": str(TEST_CHAT_ID),
+            "TELEGRAM_ALLOWED_USERS": str(ALLOWED_USER_ID),
+            "TELEGRAM_API_URL": fake_telegram.url,
+            "PROJECT_BASE_PATH": str(projects),
+            "OPENCODE_PATH": str(opencode_bin),
+            "OPENCODE_PORT_START": str(free_port_base()),
+            "OPENCODE_PORT_POOL_SIZE": "20",
+            "OPENCODE_STARTUP_TIMEOUT_MS": "30000",
+            "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
+            "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
+        },
+        env_file=None,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, RunOptions(poll_timeout_s=1)))
+    await fake_telegram.wait_for(lambda: fake_telegram.calls("setMyCommands"), timeout=15)
+    yield RunningBot(fake_telegram, projects, task)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def texts(messages: list[Any]) -> list[str]:
+    return [m.text or "" for m in messages]
+
+
+async def test_new_creates_directory_topic_and_welcome(bot: RunningBot) -> None:
+    topic = await bot.new_topic("demo")
+    assert (bot.projects / "demo").is_dir()
+    assert bot.fake.topics[topic].name == "demo"
+    welcome = texts(bot.fake.bot_messages(topic))
+    assert any("Project demo is ready" in t for t in welcome)
+    commands = bot.fake.calls("setMyCommands")[0].params["commands"]
+    assert {c["command"] for c in commands} >= {"new", "help"}
+
+
+async def test_prompt_streams_and_answers_in_the_topic(bot: RunningBot) -> None:
+    topic = await bot.new_topic("demo")
+    await bot.fake.send_user_message("hello", user_id=ALLOWED_USER_ID, thread_id=topic)
+    answer = "Hello from mock! You said: hello"
+    await bot.fake.wait_for(
+        lambda: any(answer in t for t in texts(bot.fake.bot_messages(topic))), timeout=30
+    )
+    sends = [c for c in bot.fake.calls("sendMessage") if c.ok]
+    final = next(c for c in sends if answer in c.params["text"])
+    assert final.params["message_thread_id"] == topic
+    # the progress message ends as a one-line summary
+    await bot.fake.wait_for(
+        lambda: any(t.startswith("✅ Done in") for t in texts(bot.fake.bot_messages(topic))),
+        timeout=15,
+    )
+    general = texts(bot.fake.bot_messages(None))
+    assert not any(answer in t for t in general)
+
+
+async def test_bash_permission_allow_once_finishes_the_turn(bot: RunningBot) -> None:
+    topic = await bot.new_topic("demo")
+    await bot.fake.send_user_message("please RUN_BASH", user_id=ALLOWED_USER_ID, thread_id=topic)
+    ask = await bot.fake.wait_for(
+        lambda: next(
+            (m for m in bot.fake.bot_messages(topic) if "permission: bash" in (m.text or "")),
+            None,
+        ),
+        timeout=30,
+    )
+    labels = [b["text"] for b in ask.buttons]
+    assert labels == ["✅ Allow once", "♾ Always", "❌ Reject"]
+    assert "echo hello-from-bash" in ask.text
+    assert all(len(b["callback_data"].encode()) <= 64 for b in ask.buttons)
+    await bot.fake.click(ask.message_id, label="✅ Allow once", user_id=ALLOWED_USER_ID)
+    await bot.fake.wait_for(
+        lambda: any("Tool finished; bash done." in t for t in texts(bot.fake.bot_messages(topic))),
+        timeout=30,
+    )
+    decided = next(m for m in bot.fake.bot_messages(topic) if m.message_id == ask.message_id)
+    assert "Allowed once by" in decided.text
+    assert not decided.buttons
+
+
+async def test_user_not_allowed_gets_nothing_done(bot: RunningBot) -> None:
+    before = len(bot.fake.calls())
+    await bot.fake.send_user_message("/new intruder", user_id=OTHER_USER_ID)
+    await bot.fake.send_user_message("/help", user_id=OTHER_USER_ID)
+    # an allowed user's /help afterwards proves the bot processed the updates before it
+    await bot.fake.send_user_message("/help", user_id=ALLOWED_USER_ID)
+    await bot.fake.wait_for(lambda: len(bot.fake.bot_messages(None)) >= 1, timeout=15)
+    await asyncio.sleep(0.5)
+    assert not (bot.projects / "intruder").exists()
+    assert not bot.fake.topics
+    writes = [
+        c.method
+        for c in bot.fake.calls()[before:]
+        if c.method not in ("getUpdates", "getMe", "deleteWebhook")
+    ]
+    assert writes == ["sendMessage"]  # only the allowed user's /help reply
