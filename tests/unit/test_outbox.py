@@ -77,7 +77,7 @@ async def test_newer_edit_replaces_queued_one_and_answers_both_waiters(bot_and_o
 
 
 async def test_retry_after_pauses_then_resends(bot_and_outbox: Any) -> None:
-    bot, outbox = bot_and_outbox
+    _, outbox = bot_and_outbox
     attempts: list[float] = []
 
     async def flaky(_: Any) -> str:

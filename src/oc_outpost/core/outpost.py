@@ -11,9 +11,10 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from oc_outpost.core import turn as turns
 from oc_outpost.core.ports import ChatPort, PermissionPrompt, QuestionPrompt, TopicGone
@@ -397,8 +398,8 @@ class Outpost:
         message_id = await self._chat.ask_question(binding.topic_id, prompt)
         await self._pending.set_message_id(request.token, message_id)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
