@@ -13,6 +13,7 @@ import pytest
 from oc_outpost.app import RunOptions, serve
 from oc_outpost.config import load_settings
 from tests.rig.fake_telegram import FakeTelegram
+from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID, TEST_BOT_TOKEN, TEST_CHAT_ID
 
 pytestmark = pytest.mark.timeout(90)
@@ -92,21 +93,27 @@ async def test_new_creates_directory_topic_and_welcome(bot: RunningBot) -> None:
     assert {c["command"] for c in commands} >= {"new", "help"}
 
 
-async def test_prompt_streams_and_answers_in_the_topic(bot: RunningBot) -> None:
+async def test_prompt_streams_and_answers_in_the_topic(bot: RunningBot, llm: MockLLM) -> None:
+    answer = "Hello from mock! You said: hello"
+    llm.when("hello", Text(answer, chunk_size=4, delay_s=0.25))  # slow enough to show progress
     topic = await bot.new_topic("demo")
     await bot.fake.send_user_message("hello", user_id=ALLOWED_USER_ID, thread_id=topic)
-    answer = "Hello from mock! You said: hello"
-    await bot.fake.wait_for(
-        lambda: any(answer in t for t in texts(bot.fake.bot_messages(topic))), timeout=30
+    # the final answer is a new message (the progress message shows its tail while streaming)
+    final = await bot.fake.wait_for(
+        lambda: next(
+            (c for c in bot.fake.calls("sendMessage") if c.ok and c.params["text"] == answer),
+            None,
+        ),
+        timeout=30,
     )
-    sends = [c for c in bot.fake.calls("sendMessage") if c.ok]
-    final = next(c for c in sends if answer in c.params["text"])
     assert final.params["message_thread_id"] == topic
-    # the progress message ends as a one-line summary
-    await bot.fake.wait_for(
-        lambda: any(t.startswith("✅ Done in") for t in texts(bot.fake.bot_messages(topic))),
-        timeout=15,
+    # the progress message was edited live and ends as a one-line summary
+    progress = next(
+        m for m in bot.fake.bot_messages(topic) if [*m.versions, m.text][0].startswith("⏳ Working")
     )
+    await bot.fake.wait_for(lambda: progress.text.startswith("✅ Done in"), timeout=15)
+    assert progress.edit_count >= 2  # at least one live update, then the summary
+    assert progress.message_id < final.result["message_id"]
     general = texts(bot.fake.bot_messages(None))
     assert not any(answer in t for t in general)
 

@@ -18,6 +18,7 @@ Ctrl-C stops the sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -52,9 +53,7 @@ def env_file_text(fake_url: str, root: Path, opencode: Path) -> str:
     return "".join(f"{key}='{value}'\n" for key, value in settings.items())
 
 
-async def run(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    opencode = ensure_opencode()
+async def run(root: Path, opencode: Path) -> None:
     with MockLLM() as llm:
         async with FakeTelegram(chat_id=TEST_CHAT_ID, bot_token=TEST_BOT_TOKEN) as fake:
             wrapper = hermetic_opencode(root, opencode, llm.base_url)
@@ -67,10 +66,9 @@ async def run(root: Path) -> None:
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "./outpost-sandbox").resolve()
-    try:
-        asyncio.run(run(root))
-    except KeyboardInterrupt:
-        pass
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(root, ensure_opencode()))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from oc_outpost.cli.main import _Redact
 
 SCRIPT = Path(sys.executable).parent / "oc-outpost"
 
@@ -47,3 +50,10 @@ def test_help_lists_the_run_command(tmp_path: Path) -> None:
     result = run_cli("--help", cwd=tmp_path, env=clean_env())
     assert result.returncode == 0
     assert "run" in result.stdout
+
+
+def test_log_lines_never_show_the_bot_token() -> None:
+    url = "/bot123:SECRET/x"
+    record = logging.LogRecord("httpx", logging.INFO, "x", 1, "POST %s", (url,), None)
+    assert _Redact("123:SECRET").filter(record)
+    assert record.getMessage() == "POST /bot***/x"

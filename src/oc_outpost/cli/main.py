@@ -45,11 +45,31 @@ def default(ctx: typer.Context) -> None:
 def run() -> None:
     """Run the bot (long polling) until SIGINT or SIGTERM."""
     settings = _load()
+    _configure_logging(settings.telegram_bot_token.get_secret_value())
+    asyncio.run(_run_until_signalled(settings))
+
+
+class _Redact(logging.Filter):
+    """Masks a secret in every record, whatever library logged it (httpx logs bot API URLs)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._secret in message:
+            record.msg, record.args = message.replace(self._secret, "***"), None
+        return True
+
+
+def _configure_logging(secret: str) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the bot token
-    asyncio.run(_run_until_signalled(settings))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redact(secret))
 
 
 def main() -> None:
