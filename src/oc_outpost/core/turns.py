@@ -1,0 +1,170 @@
+"""Turns in flight: OpenCode events folded per session, shown live, finished on idle."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from oc_outpost.core import turn as turns
+from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.ports import ChatPort
+from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.core.types import TopicBinding
+from oc_outpost.opencode import events as ev
+from oc_outpost.opencode.client import OpenCodeClient
+from oc_outpost.opencode.errors import OpenCodeError
+
+log = logging.getLogger(__name__)
+
+# What a sub-agent's events contribute to its parent's turn: its tool lines and approvals.
+_CHILD_EVENTS = (ev.PermissionAsked, ev.PermissionReplied, ev.QuestionAsked, ev.QuestionReplied)
+
+
+@dataclass
+class ActiveTurn:
+    topic_id: int
+    streaming: bool
+    client: OpenCodeClient
+    snapshot: TurnSnapshot
+
+
+class TurnRouter:
+    def __init__(
+        self,
+        chat: ChatPort,
+        bindings: Bindings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._chat = chat
+        self._bindings = bindings
+        self._clock = clock
+        self._turns: dict[str, ActiveTurn] = {}  # by root session id
+        self._parents: dict[str, str] = {}  # sub-agent session -> root session
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def root_of(self, session_id: str) -> str:
+        return self._parents.get(session_id, session_id)
+
+    def note_child(self, session_id: str, parent_id: str) -> None:
+        self._parents[session_id] = self.root_of(parent_id)
+
+    def is_busy(self, session_id: str) -> bool:
+        return session_id in self._turns
+
+    def active(self, session_id: str) -> ActiveTurn | None:
+        return self._turns.get(session_id)
+
+    def begin(self, binding: TopicBinding, client: OpenCodeClient) -> ActiveTurn:
+        assert binding.session_id is not None
+        snapshot = TurnSnapshot(next(self._ids), binding.session_id, self._clock())
+        active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
+        self._turns[binding.session_id] = active
+        if active.streaming:
+            self._chat.show_progress(binding.topic_id, snapshot)
+        return active
+
+    async def fail(self, session_id: str, topic_id: int, message: str) -> None:
+        """End the session's turn with an error the user can read."""
+        active = self._turns.pop(session_id, None)
+        if active is None:
+            await self._chat.notify(topic_id, f"❌ {message}")
+            return
+        failed = replace(
+            active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
+        )
+        await self._chat.show_final(topic_id, failed, streaming=active.streaming)
+
+    async def abort(self, session_id: str) -> str:
+        active = self._turns.get(session_id)
+        if active is None:
+            return "Nothing is running."
+        try:
+            await active.client.abort(session_id)
+        except OpenCodeError as exc:
+            log.warning("abort of %s failed: %s", session_id, exc)
+            return f"OpenCode did not stop: {exc}"
+        return "Stopping…"
+
+    async def on_event(self, client: OpenCodeClient, event: ev.Event) -> None:
+        session_id = getattr(event, "session_id", None)
+        if session_id is None:
+            return
+        root = self.root_of(session_id)
+        if root != session_id:
+            self._fold_child(root, event)
+            return
+        binding = self._bindings.by_session(session_id)
+        if binding is None:
+            return
+        active = self._turns.get(session_id)
+        if active is None:
+            if not _turns_busy(event):
+                return
+            active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
+        if _turns_idle(event):
+            del self._turns[session_id]
+            self._spawn(self._finish(active))
+            return
+        self._update(active, turns.fold(active.snapshot, event))
+
+    def _fold_child(self, root: str, event: ev.Event) -> None:
+        active = self._turns.get(root)
+        if active is None:
+            return
+        tool_update = isinstance(event, ev.PartUpdated) and isinstance(event.part, ev.ToolPart)
+        if tool_update or isinstance(event, _CHILD_EVENTS):
+            self._update(active, turns.fold(active.snapshot, event))
+
+    def _update(self, active: ActiveTurn, snapshot: TurnSnapshot) -> None:
+        if snapshot == active.snapshot:
+            return
+        active.snapshot = snapshot
+        if active.streaming:
+            self._chat.show_progress(active.topic_id, snapshot)
+
+    async def _finish(self, active: ActiveTurn) -> None:
+        snapshot = turns.finish(active.snapshot, self._clock())
+        try:
+            messages = await active.client.messages(snapshot.session_id)
+        except OpenCodeError as exc:
+            log.warning("could not fetch the final messages of %s: %s", snapshot.session_id, exc)
+        else:
+            answer = turns.answer_from_messages(messages, snapshot.first_user_message)
+            if answer:
+                snapshot = replace(snapshot, texts=(("answer", answer),))
+        await self._chat.show_final(active.topic_id, snapshot, streaming=active.streaming)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivering a final answer failed", exc_info=task.exception())
+
+    async def stop(self) -> None:
+        """Let final answers being delivered finish (the Outbox bounds that), then stop."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _turns_busy(event: ev.Event) -> bool:
+    return isinstance(event, ev.SessionStatusChanged) and event.status == "busy"
+
+
+def _turns_idle(event: ev.Event) -> bool:
+    return isinstance(event, ev.SessionIdle) or (
+        isinstance(event, ev.SessionStatusChanged) and event.status == "idle"
+    )
