@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from telegram.error import BadRequest, RetryAfter
 
 from oc_outpost.core.ports import TopicGone
-from oc_outpost.telegram.outbox import Limits, Outbox, OutboxClosed, Priority
+from oc_outpost.telegram.outbox import Clock, Limits, Outbox, OutboxClosed, Priority
 
 CHAT = -100123
 
@@ -195,3 +196,196 @@ async def test_discard_withdraws_a_queued_call(bot_and_outbox: Any) -> None:
     await asyncio.sleep(0.05)
     assert future.cancelled()
     assert bot.log == []
+
+
+# --- sharing the group budget between progress streams ---------------------------------------
+
+
+class TimedBot:
+    """Stands in for telegram.Bot: records (name, Telegram time) of every call it makes."""
+
+    def __init__(self, clock: Clock, duration_s: float = 0.0) -> None:
+        self.clock = clock
+        self.duration_s = duration_s
+        self.log: list[tuple[str, float]] = []
+
+    def call(self, name: str) -> Any:
+        async def run(bot: Any) -> str:
+            if self.duration_s:
+                await self.clock.sleep(self.duration_s)
+            self.log.append((name, self.clock.now()))
+            return name
+
+        return run
+
+    def times(self, name: str) -> list[float]:
+        return [at for logged, at in self.log if logged == name]
+
+
+async def stream_forever(outbox: Outbox, bot: TimedBot, name: str) -> None:
+    """A topic streaming non-stop: its next progress edit is queued as soon as one is sent."""
+    while True:
+        await outbox.enqueue(
+            bot.call(name), chat_id=CHAT, priority=Priority.PROGRESS, key=("edit", name)
+        )
+
+
+async def run_streams(outbox: Outbox, bot: TimedBot, names: list[str], seconds: float) -> None:
+    outbox.start()
+    tasks = [asyncio.create_task(stream_forever(outbox, bot, name)) for name in names]
+    await outbox.clock.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def queue_progress(outbox: Outbox, bot: TimedBot, streams: int) -> None:
+    for i in range(streams):
+        outbox.enqueue(bot.call(f"s{i}"), chat_id=CHAT, priority=Priority.PROGRESS, key=i)
+
+
+@pytest.mark.parametrize(
+    ("streams", "per_minute", "interval_s"),
+    [(1, 16, 3.75), (4, 16, 15.0), (10, 10, 60.0), (15, 10, 90.0)],
+)
+async def test_progress_share_adapts_to_the_streams_in_flight(
+    streams: int, per_minute: int, interval_s: float
+) -> None:
+    outbox = Outbox(TimedBot(Clock()), Limits())  # type: ignore[arg-type]
+    queue_progress(outbox, TimedBot(Clock()), streams)
+    policy = outbox.progress_policy()
+    assert (policy.streams, policy.per_minute) == (streams, per_minute)
+    assert policy.edit_interval_s == pytest.approx(interval_s)
+    await outbox.close(0.1)
+
+
+async def test_progress_streams_take_turns_fairly() -> None:
+    clock = Clock(speedup=120)
+    bot = TimedBot(clock)
+    outbox = Outbox(bot, Limits(), clock=clock)  # type: ignore[arg-type]
+    names = ["a", "b", "c", "d"]
+    await run_streams(outbox, bot, names, seconds=180)
+    await outbox.close(0.1)
+    counts = [len(bot.times(name)) for name in names]
+    assert max(counts) - min(counts) <= 1, counts
+    assert sum(counts) <= 3 * 16 + 1  # 4 streams: 4 calls of every minute stay in reserve
+    assert min(counts) >= 8  # every topic refreshed about every 15 s
+    for name in names:
+        stamps = bot.times(name)
+        assert all(b - a >= 15.0 - 1e-6 for a, b in itertools.pairwise(stamps)), stamps
+
+
+async def test_a_topic_alone_is_refreshed_evenly_not_in_bursts() -> None:
+    clock = Clock(speedup=30)
+    bot = TimedBot(clock)
+    outbox = Outbox(bot, Limits(), clock=clock)  # type: ignore[arg-type]
+    await run_streams(outbox, bot, ["solo"], seconds=75)
+    await outbox.close(0.1)
+    gaps = [b - a for a, b in itertools.pairwise(bot.times("solo"))]
+    assert len(gaps) >= 16  # 16 edits a minute, spread out...
+    assert min(gaps) >= 3.75 - 1e-6  # ...never faster than the budget allows...
+    assert max(gaps) < 3.75 + 3.0  # ...and never frozen until the minute rolls over
+
+
+async def test_finals_of_every_stream_go_out_back_to_back() -> None:
+    """Ten topics streaming go idle at once: the reserve holds a call for each final."""
+    clock = Clock(speedup=100)
+    bot = TimedBot(clock)
+    outbox = Outbox(bot, Limits(), clock=clock)  # type: ignore[arg-type]
+    names = [f"t{i}" for i in range(10)]
+    streams = [asyncio.create_task(stream_forever(outbox, bot, name)) for name in names]
+    outbox.start()
+    # wait until the rolling minute is as full as progress may make it
+    while outbox.budget_used(CHAT) < outbox.progress_policy().per_minute:
+        await clock.sleep(0.5)
+    assert outbox.progress_policy().per_minute == 10
+    assert outbox.budget_used(CHAT) <= 10  # ten calls of the minute are still free
+    idle_at = clock.now()
+    finals = [
+        outbox.enqueue(bot.call(f"final-{name}"), chat_id=CHAT, priority=Priority.FINAL)
+        for name in names
+    ]
+    await asyncio.gather(*finals)
+    for task in streams:
+        task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    await outbox.close(0.1)
+    sent = sorted(at for name, at in bot.log if name.startswith("final-"))
+    assert sent[-1] - idle_at < 9 * 1.0 + 1.0 + 10.0  # nine chat gaps, one in flight, slack
+    between = [name for name, at in bot.log if sent[0] <= at <= sent[-1]]
+    assert all(name.startswith("final-") for name in between)
+
+
+async def test_call_is_stamped_when_its_answer_arrives() -> None:
+    """Telegram counts a call somewhere between request and answer: gaps start at the answer."""
+    clock = Clock(speedup=20)
+    bot = TimedBot(clock, duration_s=2.0)
+    outbox = Outbox(bot, Limits(), clock=clock)  # type: ignore[arg-type]
+    outbox.start()
+    first = outbox.enqueue(bot.call("one"), chat_id=CHAT, priority=Priority.FINAL)
+    second = outbox.enqueue(bot.call("two"), chat_id=CHAT, priority=Priority.FINAL)
+    await asyncio.gather(first, second)
+    await outbox.close(0.1)
+    (one,), (two,) = bot.times("one"), bot.times("two")
+    assert two - one >= 1.0 + 2.0 - 1e-6  # the chat gap after the first answer, then the call
+
+
+async def test_retry_after_is_in_telegram_seconds() -> None:
+    clock = Clock(speedup=100)
+    outbox = Outbox(RecordingBot(), Limits(), clock=clock)  # type: ignore[arg-type]
+    attempts: list[float] = []
+
+    async def flaky(_: Any) -> str:
+        attempts.append(clock.now())
+        if len(attempts) == 1:
+            raise RetryAfter(timedelta(seconds=30))
+        return "sent"
+
+    outbox.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await outbox.submit(flaky, chat_id=CHAT, priority=Priority.FINAL) == "sent"
+    assert attempts[1] - attempts[0] >= 30.0 - 1e-6
+    assert loop.time() - started < 2.0  # 30 Telegram seconds are 0.3 wall seconds here
+    await outbox.close(0.1)
+
+
+async def test_close_fails_a_call_still_in_flight_after_the_flush_timeout() -> None:
+    started = asyncio.Event()
+
+    async def hangs(_: Any) -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    outbox = Outbox(RecordingBot(), FAST)  # type: ignore[arg-type]
+    outbox.start()
+    future = outbox.enqueue(hangs, chat_id=CHAT, priority=Priority.FINAL)
+    await started.wait()
+    await outbox.close(0.05)
+    with pytest.raises(OutboxClosed):
+        await future
+    assert outbox.stats.dropped == 1
+
+
+async def test_an_unexpected_error_fails_that_call_and_the_worker_goes_on(
+    bot_and_outbox: Any,
+) -> None:
+    bot, outbox = bot_and_outbox
+    outbox.start()
+    with pytest.raises(ValueError, match="bug"):
+        await outbox.submit(
+            bot.call("broken", error=ValueError("bug")), chat_id=CHAT, priority=Priority.FINAL
+        )
+    assert await outbox.submit(bot.call("next"), chat_id=CHAT, priority=Priority.FINAL) == "next"
+
+
+async def test_a_more_urgent_newer_call_joins_the_back_of_its_class(bot_and_outbox: Any) -> None:
+    bot, outbox = bot_and_outbox
+    outbox.enqueue(bot.call("edit v1"), chat_id=CHAT, priority=Priority.PROGRESS, key="m1")
+    final = outbox.enqueue(bot.call("final"), chat_id=CHAT, priority=Priority.FINAL)
+    progress = outbox.enqueue(bot.call("other"), chat_id=CHAT, priority=Priority.PROGRESS)
+    summary = outbox.enqueue(bot.call("summary"), chat_id=CHAT, priority=Priority.FINAL, key="m1")
+    outbox.start()
+    await asyncio.gather(final, progress, summary)
+    assert bot.log == ["final", "summary", "other"]

@@ -1,0 +1,1 @@
+"""Benchmarks (run each script with `uv run python bench/<script>.py`)."""
