@@ -6,6 +6,12 @@ that arrives just before the server is ready can hang forever.
 
 The child runs in its own session (process group) so a Ctrl-C aimed at the bot does not kill it
 and so `stop()` also reaches anything it spawned (bash tool commands, language servers).
+
+Output goes to files, not pipes: `<log_dir>/opencode-<port>.stdout.log` and `.stderr.log`
+(a temporary directory when no `log_dir` is given). The bot tails them into its own log (password
+masked). With pipes, a server that outlives the bot (kept running across a bot restart, then
+adopted) would get SIGPIPE/EPIPE on its next write; a file keeps working. The previous run's files
+are kept as `*.log.1`.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
+import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -29,8 +39,10 @@ DEFAULT_USERNAME = "opencode"
 DEFAULT_STARTUP_TIMEOUT_S = 30.0
 DEFAULT_HEALTH_REQUEST_TIMEOUT_S = 1.0
 DEFAULT_POLL_INTERVAL_S = 0.1
-DRAIN_GRACE_S = 1.0
+WATCH_INTERVAL_S = 0.05  # while starting or stopping
+WATCH_INTERVAL_RUNNING_S = 0.25
 OUTPUT_TAIL_LINES = 40
+MAX_LINE_BYTES = 64 * 1024
 HEALTH_PATH = "/global/health"
 _LISTENING_RE = re.compile(r"opencode server listening on (http://\S+)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -47,33 +59,85 @@ class _NotReady(Exception):
     """Internal: why a starting server is being given up on."""
 
 
+class _Tail:
+    """Reads the lines appended to one output file."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.name = name
+        self._file: BinaryIO = path.open("rb")
+        self._pending = b""
+
+    def lines(self, *, final: bool = False) -> list[str]:
+        data = self._file.read()
+        if data:
+            self._pending += data
+        *complete, self._pending = self._pending.split(b"\n")
+        if len(self._pending) > MAX_LINE_BYTES or (final and self._pending):
+            complete.append(self._pending[:MAX_LINE_BYTES])
+            self._pending = b""
+        return [raw.decode(errors="replace").rstrip("\r") for raw in complete]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Output:
+    """Where a child writes: two files, created (previous run kept as `.1`) before the spawn."""
+
+    def __init__(self, log_dir: Path | None, port: int) -> None:
+        self._temporary = log_dir is None
+        self.directory = (
+            Path(tempfile.mkdtemp(prefix="oc-outpost-")) if log_dir is None else log_dir
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.paths = {
+            name: self.directory / f"opencode-{port}.{name}.log" for name in ("stdout", "stderr")
+        }
+        for path in self.paths.values():
+            if path.exists():
+                path.replace(path.with_name(path.name + ".1"))
+            path.touch(mode=0o600)
+
+    def open_for_child(self, name: str) -> BinaryIO:
+        return self.paths[name].open("ab")
+
+    def tails(self) -> list[_Tail]:
+        return [_Tail(path, name) for name, path in self.paths.items()]
+
+    def remove_if_temporary(self) -> None:
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class ManagedServer:
     """A running `opencode serve` child process. Create it with `await ManagedServer.start(...)`."""
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: subprocess.Popen[bytes],
         *,
         port: int,
         password: str,
         username: str,
         project_dir: Path,
+        output: _Output,
     ) -> None:
         self._process = process
         self._port = port
         self._password = password
         self._username = username
         self._project_dir = project_dir
+        self._output = output
+        self._tails = output.tails()
         self._logger = logging.getLogger(f"oc_outpost.opencode.{port}")
         self._tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         self._listening = asyncio.Event()
+        self._exited = asyncio.Event()
         self._listening_url: str | None = None
         self._health_problem = "not checked yet"
         self._stop_task: asyncio.Task[None] | None = None
-        self._drains = [
-            asyncio.create_task(self._drain(process.stdout, "stdout", logging.INFO)),
-            asyncio.create_task(self._drain(process.stderr, "stderr", logging.WARNING)),
-        ]
+        self._detached = False
+        self._watcher = asyncio.create_task(self._watch(), name=f"opencode-{port}-watch")
 
     @classmethod
     async def start(
@@ -84,25 +148,36 @@ class ManagedServer:
         *,
         extra_env: Mapping[str, str] | None = None,
         username: str = DEFAULT_USERNAME,
+        password: str | None = None,
+        log_dir: Path | None = None,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
         health_request_timeout_s: float = DEFAULT_HEALTH_REQUEST_TIMEOUT_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> ManagedServer:
-        """Spawn the server and return it once it is listening and healthy."""
+        """Spawn the server and return it once it is listening and healthy.
+
+        `password` defaults to a new random one (pass the previous one to keep clients valid
+        across a restart)."""
         if not 0 < port <= 65535:
             raise ValueError(f"port must be in 1..65535, got {port}")
         directory = Path(project_dir)
         _check_preconditions(directory, port)
-        password = secrets.token_urlsafe(24)
+        password = password or secrets.token_urlsafe(24)
         env = {
             **os.environ,
             **(extra_env or {}),
             "OPENCODE_SERVER_USERNAME": username,
             "OPENCODE_SERVER_PASSWORD": password,
         }
-        process = await _spawn(binary, directory, port, env)
+        output = _Output(log_dir, port)
+        process = _spawn(binary, directory, port, env, output)
         server = cls(
-            process, port=port, password=password, username=username, project_dir=directory
+            process,
+            port=port,
+            password=password,
+            username=username,
+            project_dir=directory,
+            output=output,
         )
         log.info("spawned OpenCode pid %d on port %d for %s", process.pid, port, directory)
         try:
@@ -111,10 +186,10 @@ class ManagedServer:
             )
         except _NotReady as exc:
             await server.stop(grace_s=0)
-            output = "\n".join(server.recent_output()) or "(no output)"
+            lines = "\n".join(server.recent_output()) or "(no output)"
             raise ServerStartError(
                 f"OpenCode on port {port} for {directory} failed to start: {exc}\n"
-                f"last output:\n{output}"
+                f"last output:\n{lines}"
             ) from None
         except BaseException:
             await server.stop(grace_s=0)
@@ -153,11 +228,15 @@ class ManagedServer:
         return self._project_dir
 
     @property
+    def log_paths(self) -> dict[str, Path]:
+        return dict(self._output.paths)
+
+    @property
     def returncode(self) -> int | None:
-        return self._process.returncode
+        return self._process.poll()
 
     def is_alive(self) -> bool:
-        return self._process.returncode is None
+        return self._process.poll() is None
 
     def recent_output(self) -> list[str]:
         """The last lines the process printed (password masked), oldest first."""
@@ -165,7 +244,10 @@ class ManagedServer:
 
     async def wait(self) -> int:
         """Wait for the process to exit and return its exit code."""
-        return await self._process.wait()
+        await self._exited.wait()
+        code = self._process.poll()
+        assert code is not None
+        return code
 
     def __repr__(self) -> str:
         return (
@@ -184,23 +266,36 @@ class ManagedServer:
             self._stop_task = asyncio.create_task(self._terminate(grace_s))
         await asyncio.shield(self._stop_task)
 
+    def detach(self) -> None:
+        """Stop watching and leave the process running; its output keeps going to the files."""
+        if self._detached or self._stop_task is not None:
+            return
+        self._detached = True
+        self._watcher.cancel()
+        for tail in self._tails:
+            tail.close()
+        log.info("left OpenCode pid %d on port %d running", self.pid, self._port)
+
     async def _terminate(self, grace_s: float) -> None:
-        if self._process.returncode is None and grace_s > 0:
+        if self._process.poll() is None and grace_s > 0:
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self._process.wait(), timeout=grace_s)
+                await asyncio.wait_for(self._exited.wait(), timeout=grace_s)
             except TimeoutError:
                 log.warning(
                     "OpenCode pid %d ignored SIGTERM for %.1f s; killing it", self.pid, grace_s
                 )
-        if self._process.returncode is None:
+        if self._process.poll() is None:
             self._signal_group(signal.SIGKILL)
-            await self._process.wait()
+            await self._exited.wait()
         else:
             # The group can outlive its leader (a bash tool command, a language server).
             self._signal_group(signal.SIGKILL)
         log.info("OpenCode pid %d exited with code %s", self.pid, self._process.returncode)
-        await self._finish_drains()
+        await asyncio.wait([self._watcher])
+        for tail in self._tails:
+            tail.close()
+        self._output.remove_if_temporary()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -209,15 +304,6 @@ class ManagedServer:
             log.debug("process group %d already gone when sending %s", self.pid, sig.name)
         except PermissionError:
             log.warning("not allowed to send %s to process group %d", sig.name, self.pid)
-
-    async def _finish_drains(self) -> None:
-        _done, pending = await asyncio.wait(self._drains, timeout=DRAIN_GRACE_S)
-        for task in pending:
-            task.cancel()
-        results = await asyncio.gather(*self._drains, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("output drain of OpenCode pid %d failed: %r", self.pid, result)
 
     # -- readiness -----------------------------------------------------------------------
 
@@ -237,22 +323,22 @@ class ManagedServer:
 
     async def _await_listening(self) -> None:
         listening = asyncio.create_task(self._listening.wait())
-        exited = asyncio.create_task(self._process.wait())
+        exited = asyncio.create_task(self._exited.wait())
         try:
             await asyncio.wait({listening, exited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             listening.cancel()
             exited.cancel()
         if not self._listening.is_set():
-            raise _NotReady(f"process exited with code {self._process.returncode} before listening")
+            raise _NotReady(f"process exited with code {self.returncode} before listening")
 
     async def _poll_health(self, request_timeout_s: float, poll_interval_s: float) -> None:
         url = f"{self.base_url}{HEALTH_PATH}"
         async with httpx.AsyncClient(auth=self.auth, timeout=request_timeout_s) as client:
             while True:
-                if self._process.returncode is not None:
+                if self._process.poll() is not None:
                     raise _NotReady(
-                        f"process exited with code {self._process.returncode} "
+                        f"process exited with code {self.returncode} "
                         f"(last health check: {self._health_problem})"
                     )
                 try:
@@ -265,25 +351,28 @@ class ManagedServer:
                 self._logger.debug("health check not ready: %s", self._health_problem)
                 await asyncio.sleep(poll_interval_s)
 
-    # -- output --------------------------------------------------------------------------
+    # -- output and exit -----------------------------------------------------------------
 
-    async def _drain(self, stream: asyncio.StreamReader | None, name: str, level: int) -> None:
-        if stream is None:
-            return
+    async def _watch(self) -> None:
+        """Forward new output lines and notice the exit (polling: the child is not awaited)."""
         while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:
-                self._logger.warning("%s: over-long output line skipped", name)
-                continue
-            if not raw:
+            exited = self._process.poll() is not None
+            self._read_output(final=exited)
+            if exited:
+                self._exited.set()
                 return
-            self._record_line(name, level, raw.decode(errors="replace").rstrip("\r\n"))
+            settled = self._listening.is_set() and self._stop_task is None
+            await asyncio.sleep(WATCH_INTERVAL_RUNNING_S if settled else WATCH_INTERVAL_S)
 
-    def _record_line(self, name: str, level: int, line: str) -> None:
+    def _read_output(self, *, final: bool) -> None:
+        for tail in self._tails:
+            for line in tail.lines(final=final):
+                self._record_line(tail.name, line)
+
+    def _record_line(self, name: str, line: str) -> None:
         clean = _ANSI_RE.sub("", line).replace(self._password, _MASK)
         self._tail.append(f"{name}: {clean}")
-        self._logger.log(level, "%s", clean)
+        self._logger.log(logging.INFO if name == "stdout" else logging.WARNING, "%s", clean)
         match = _LISTENING_RE.search(clean)
         if match and self._listening_url is None:
             self._listening_url = match.group(1)
@@ -297,22 +386,30 @@ def _check_preconditions(directory: Path, port: int) -> None:
         raise ServerStartError(f"port {port} on {HOST} is already in use")
 
 
-async def _spawn(
-    binary: str | os.PathLike[str], directory: Path, port: int, env: Mapping[str, str]
-) -> asyncio.subprocess.Process:
+def _spawn(
+    binary: str | os.PathLike[str],
+    directory: Path,
+    port: int,
+    env: Mapping[str, str],
+    output: _Output,
+) -> subprocess.Popen[bytes]:
     command = [os.fspath(binary), "serve", "--port", str(port), "--hostname", HOST]
-    try:
-        return await asyncio.create_subprocess_exec(
-            *command,
-            cwd=directory,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise ServerStartError(
-            f"cannot run the OpenCode binary {os.fspath(binary)!r}: "
-            f"{exc.strerror or exc} (set OPENCODE_PATH to an opencode executable)"
-        ) from exc
+    with output.open_for_child("stdout") as stdout, output.open_for_child("stderr") as stderr:
+        try:
+            # Popen, not asyncio's subprocess: its transport kills the child when collected,
+            # which would make `detach()` impossible.
+            return subprocess.Popen(
+                command,
+                cwd=directory,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            output.remove_if_temporary()
+            raise ServerStartError(
+                f"cannot run the OpenCode binary {os.fspath(binary)!r}: "
+                f"{exc.strerror or exc} (set OPENCODE_PATH to an opencode executable)"
+            ) from exc

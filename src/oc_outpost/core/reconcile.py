@@ -1,0 +1,166 @@
+"""Reconciliation: catching up with OpenCode after events may have been missed.
+
+OpenCode's event streams replay nothing, so after a stream reconnect, a server restart or a bot
+restart core asks the server what it missed:
+
+* `GET /session/status`: a bound session that is busy gets its turn tracked; one that core
+  thought busy but is idle now has finished unseen, so its final answer is delivered from
+  `GET /session/{id}/message` (or, when the last answer was cut off, the user is told so).
+* `GET /permission` and `GET /question`: requests asked meanwhile get their buttons (approvals
+  skip the ones already shown).
+
+Per instance, one reconciliation runs at a time, and a turn is removed from the router before its
+final answer is sent, so a final is never delivered twice. After a bot restart, the turn journal
+names the turns that were open; `recover()` settles each of them the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from oc_outpost.core.approvals import Approvals
+from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.journal import TurnJournal
+from oc_outpost.core.turns import TurnRouter
+from oc_outpost.core.types import TopicBinding
+from oc_outpost.opencode import events as ev
+from oc_outpost.opencode.client import OpenCodeClient
+from oc_outpost.opencode.errors import EventParseError, OpenCodeError
+from oc_outpost.opencode.wire import MessageWithParts
+from oc_outpost.orchestrator.manager import InstanceError
+
+log = logging.getLogger(__name__)
+
+RECENT_MESSAGES = 20
+CUT_OFF = (
+    "The OpenCode server stopped during this turn, so it did not finish. "
+    "Send your message again to continue."
+)
+NO_ANSWER = "OpenCode has no answer for this turn (it stopped first). Send your message again."
+
+Connect = Callable[[TopicBinding], Awaitable[tuple[str, OpenCodeClient]]]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        bindings: Bindings,
+        turns: TurnRouter,
+        approvals: Approvals,
+        journal: TurnJournal,
+        connect: Connect,
+    ) -> None:
+        self._bindings = bindings
+        self._turns = turns
+        self._approvals = approvals
+        self._journal = journal
+        self._connect = connect  # binding -> (instance id, client), the server started if needed
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def reconcile(self, instance_id: str, client: OpenCodeClient) -> None:
+        """Catch up with everything of the instance's bound sessions."""
+        bound = [b for b in self._bindings.by_instance(instance_id) if b.session_id]
+        if not bound:
+            return
+        async with self._locks[instance_id]:
+            statuses = await client.session_status()
+            for binding in bound:
+                session_id = binding.session_id or ""
+                busy = session_id in statuses
+                if busy or self._turns.is_busy(session_id):
+                    await self._settle(binding, client, busy=busy)
+            await self._show_requests(instance_id, client, bound)
+
+    async def recover(self) -> None:
+        """At start-up: settle the turns the previous run left open (delivering the finals of
+        those that ended while the bot was down)."""
+        by_binding: dict[tuple[str, str], list[TopicBinding]] = defaultdict(list)
+        for record in await self._journal.load():
+            binding = self._bindings.by_session(record.session_id)
+            if binding is None:
+                await self._journal.finished(record.session_id)
+                continue
+            by_binding[(binding.instance_id or "", binding.project_path)].append(binding)
+        await asyncio.gather(*(self._recover_group(group) for group in by_binding.values()))
+
+    async def _recover_group(self, bindings: Sequence[TopicBinding]) -> None:
+        try:
+            instance_id, client = await self._connect(bindings[0])
+            async with self._locks[instance_id]:
+                statuses = await client.session_status()
+                for binding in bindings:
+                    busy = (binding.session_id or "") in statuses
+                    await self._settle(binding, client, busy=busy)
+                await self._show_requests(instance_id, client, bindings)
+        except (InstanceError, OpenCodeError, OSError, TimeoutError) as exc:
+            log.warning("could not recover the turns of %s: %s", bindings[0].project_path, exc)
+            for binding in bindings:
+                await self._turns.fail(
+                    binding.session_id or "",
+                    binding.topic_id,
+                    f"The bot restarted during this turn and OpenCode is not available: {exc}",
+                )
+                await self._journal.finished(binding.session_id or "")
+
+    async def _settle(self, binding: TopicBinding, client: OpenCodeClient, *, busy: bool) -> None:
+        if busy:
+            self._turns.reconcile(binding, client, busy=True)
+            await self._journal.started(binding)
+            return
+        error = await _cut_off(client, binding.session_id or "")
+        log.info("turn of %s ended unwatched: %s", binding.session_id, error or "answer complete")
+        self._turns.reconcile(binding, client, busy=False, error=error)
+
+    async def _show_requests(
+        self, instance_id: str, client: OpenCodeClient, bound: Sequence[TopicBinding]
+    ) -> None:
+        by_session = {b.session_id: b for b in bound}
+        try:
+            permissions = await client.list_permissions()
+            questions = await client.list_questions()
+        except OpenCodeError as exc:
+            log.warning("cannot list pending requests of %s: %s", instance_id, exc)
+            return
+        pending: list[tuple[str, Any]] = [("permission.asked", p) for p in permissions]
+        pending += [("question.asked", q) for q in questions]
+        for event_type, request in pending:
+            binding = by_session.get(self._turns.root_of(request.session_id))
+            event = _as_event(event_type, request.model_dump(by_alias=True))
+            if binding is not None and event is not None:
+                await self._approvals.on_event(instance_id, binding, event)
+
+
+async def _cut_off(client: OpenCodeClient, session_id: str) -> str | None:
+    """Why the session's last turn has no complete answer, or None when it has one."""
+    try:
+        messages = await client.messages(session_id, limit=RECENT_MESSAGES)
+    except OpenCodeError as exc:
+        log.warning("cannot read the messages of %s: %s", session_id, exc)
+        return None
+    return cut_off_reason(messages)
+
+
+def cut_off_reason(messages: Sequence[MessageWithParts]) -> str | None:
+    """Why the last turn in `messages` has no complete answer, or None when it has one."""
+    users = [i for i, m in enumerate(messages) if m.info.role == "user"]
+    turn = messages[users[-1] :] if users else messages
+    answers = [m.info for m in turn if m.info.role == "assistant"]
+    if not answers:
+        return NO_ANSWER
+    last = answers[-1]
+    if not last.completed and getattr(last, "error", None) is None:
+        return CUT_OFF
+    return None
+
+
+def _as_event(event_type: str, properties: dict[str, Any]) -> ev.Event | None:
+    try:
+        return ev.parse_event({"type": event_type, "properties": properties})
+    except EventParseError as exc:
+        log.warning("pending %s not understood: %s", event_type, exc)
+        return None

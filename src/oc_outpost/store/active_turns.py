@@ -1,0 +1,67 @@
+"""Turns in flight, persisted so that a bot restart can still deliver their final answers.
+
+Stored in the topics database's `bot_state` table under keys `turn:<session id>` (no schema
+change needed): one row per session whose turn has started and whose final answer has not been
+handed to the chat yet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from oc_outpost.store.db import Clock, Database, system_clock
+from oc_outpost.store.errors import StoreError
+
+_PREFIX = "turn:"
+
+
+@dataclass(frozen=True)
+class ActiveTurnRecord:
+    session_id: str
+    topic_id: int
+    instance_id: str | None
+    project_path: str
+    started_at: int  # UTC seconds
+
+
+class ActiveTurnStore:
+    def __init__(self, db: Database, now: Clock = system_clock) -> None:
+        self._db = db
+        self._now = now
+
+    async def put(self, record: ActiveTurnRecord) -> None:
+        await self._db.execute(
+            """
+            INSERT INTO bot_state (key, value, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+            """,
+            (_PREFIX + record.session_id, json.dumps(asdict(record)), self._now()),
+        )
+
+    async def delete(self, session_id: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM bot_state WHERE key = ?", (_PREFIX + session_id,)
+        )
+        return changed > 0
+
+    async def all(self) -> list[ActiveTurnRecord]:
+        rows = await self._db.fetch_all(
+            "SELECT key, value FROM bot_state WHERE key LIKE ? ORDER BY updated_at, key",
+            (_PREFIX + "%",),
+        )
+        return [_decode(row["key"], row["value"]) for row in rows]
+
+
+def _decode(key: str, value: str) -> ActiveTurnRecord:
+    try:
+        data = json.loads(value)
+        return ActiveTurnRecord(
+            session_id=str(data["session_id"]),
+            topic_id=int(data["topic_id"]),
+            instance_id=data.get("instance_id"),
+            project_path=str(data["project_path"]),
+            started_at=int(data["started_at"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"bot_state {key!r} is not an active turn record: {exc}") from exc
