@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.rig.opencode_fixtures",
     "tests.rig.telegram_fixtures",
+    "tests.rig.bot_fixtures",
 ]

@@ -3,84 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from oc_outpost.app import RunOptions, serve
-from oc_outpost.config import load_settings
-from tests.rig.fake_telegram import FakeTelegram
+from tests.rig.bot_fixtures import RunningBot, texts
 from tests.rig.mock_llm import MockLLM, Text
-from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID, TEST_BOT_TOKEN, TEST_CHAT_ID
+from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@dataclass
-class RunningBot:
-    fake: FakeTelegram
-    projects: Path
-    task: asyncio.Task[None]
-
-    async def new_topic(self, name: str) -> int:
-        await self.fake.send_user_message(f"/new {name}", user_id=ALLOWED_USER_ID)
-        topic = await self.fake.wait_for(
-            lambda: next((tid for tid, t in self.fake.topics.items() if t.name == name), None),
-            timeout=30,
-        )
-        await self.fake.wait_for(
-            lambda: any("ready" in (m.text or "") for m in self.fake.bot_messages(topic)),
-            timeout=30,
-        )
-        return int(topic)
-
-
-def free_port_base() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def bot(
-    fake_telegram: FakeTelegram,
-    opencode_bin: Path,
-    opencode_env: dict[str, str],
-    tmp_path: Path,
-) -> AsyncIterator[RunningBot]:
-    projects = tmp_path / "projects"
-    projects.mkdir()
-    settings = load_settings(
-        {
-            "TELEGRAM_BOT_TOKEN": TEST_BOT_TOKEN,
-            "TELEGRAM_CHAT_ID": str(TEST_CHAT_ID),
-            "TELEGRAM_ALLOWED_USERS": str(ALLOWED_USER_ID),
-            "TELEGRAM_API_URL": fake_telegram.url,
-            "PROJECT_BASE_PATH": str(projects),
-            "OPENCODE_PATH": str(opencode_bin),
-            "OPENCODE_PORT_START": str(free_port_base()),
-            "OPENCODE_PORT_POOL_SIZE": "20",
-            "OPENCODE_STARTUP_TIMEOUT_MS": "30000",
-            "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
-            "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
-        },
-        env_file=None,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop, RunOptions(poll_timeout_s=1)))
-    await fake_telegram.wait_for(lambda: fake_telegram.calls("setMyCommands"), timeout=15)
-    yield RunningBot(fake_telegram, projects, task)
-    stop.set()
-    await asyncio.wait_for(task, 30)
-
-
-def texts(messages: list[Any]) -> list[str]:
-    return [m.text or "" for m in messages]
 
 
 async def test_new_creates_directory_topic_and_welcome(bot: RunningBot) -> None:

@@ -1,16 +1,23 @@
-"""Permission requests and questions: stored behind short tokens, answered by button."""
+"""Permission requests and questions: stored behind short tokens, answered by button.
+
+Everything needed to answer a request and to redraw its message lives in the pending row
+(SQLite), so a press after a bot restart still works; `PendingStore.resolve` lets exactly one
+press through, so a replayed or doubled press changes nothing.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from oc_outpost.core.ports import ChatPort, PermissionPrompt, QuestionPrompt
+from oc_outpost.core.chat import Chat
+from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt
 from oc_outpost.core.types import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeNotFound
-from oc_outpost.store.pending import PendingKind, PendingStore
+from oc_outpost.store.pending import PendingKind, PendingRequest, PendingStore
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +26,42 @@ PERMISSION_REPLIES = {
     "a": ("always", "Always allowed"),
     "r": ("reject", "Rejected"),
 }
+DETAIL_LIMIT = 3000  # characters of command or diff kept for the message
 
 ClientLookup = Callable[[str], OpenCodeClient | None]
 
 
+def permission_detail(metadata: Mapping[str, Any]) -> str:
+    """What the agent wants to run or change: the command, else the diff, else the file."""
+    for key in ("command", "diff", "filepath", "filePath", "path"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value[:DETAIL_LIMIT]
+    return ""
+
+
+def permission_prompt(request: PendingRequest) -> PermissionPrompt:
+    payload = request.payload
+    return PermissionPrompt(
+        request.token,
+        str(payload.get("permission", "")),
+        tuple(str(p) for p in payload.get("patterns", [])),
+        str(payload.get("detail", "")),
+    )
+
+
+def question_prompt(request: PendingRequest) -> QuestionPrompt:
+    payload = request.payload
+    return QuestionPrompt(
+        request.token,
+        str(payload.get("question", "")),
+        str(payload.get("header", "")),
+        tuple(str(o) for o in payload.get("options", [])),
+    )
+
+
 class Approvals:
-    def __init__(self, chat: ChatPort, pending: PendingStore, clients: ClientLookup) -> None:
+    def __init__(self, chat: Chat, pending: PendingStore, clients: ClientLookup) -> None:
         self._chat = chat
         self._pending = pending
         self._clients = clients  # instance id -> client of the running server, if any
@@ -35,6 +72,17 @@ class Approvals:
                 await self._ask_permission(instance_id, binding, event)
             case ev.QuestionAsked():
                 await self._ask_question(instance_id, binding, event)
+            case ev.PermissionReplied() | ev.QuestionReplied() | ev.QuestionRejected():
+                await self._answered_elsewhere(event.request_id)
+
+    async def count_pending(self) -> int:
+        return await self._pending.count_pending()
+
+    async def expire_session(self, session_id: str) -> None:
+        """The session's topic goes away: its open requests can no longer be answered here."""
+        for request in await self._pending.pending_for_session(session_id):
+            await self._close(request, "⌛ No longer answerable here.")
+        await self._pending.expire_for_session(session_id)
 
     async def _ask_permission(
         self, instance_id: str, binding: TopicBinding, event: ev.PermissionAsked
@@ -48,11 +96,13 @@ class Approvals:
             instance_id=instance_id,
             chat_id=binding.chat_id,
             topic_id=binding.topic_id,
-            payload={"permission": event.permission, "patterns": list(event.patterns)},
+            payload={
+                "permission": event.permission,
+                "patterns": list(event.patterns),
+                "detail": permission_detail(event.metadata),
+            },
         )
-        detail = str(event.metadata.get("command") or event.metadata.get("diff") or "")
-        prompt = PermissionPrompt(request.token, event.permission, tuple(event.patterns), detail)
-        message_id = await self._chat.ask_permission(binding.topic_id, prompt)
+        message_id = await self._chat.ask_permission(binding.topic_id, permission_prompt(request))
         await self._pending.set_message_id(request.token, message_id)
 
     async def _ask_question(
@@ -61,7 +111,6 @@ class Approvals:
         if not event.questions or await self._pending.get_by_request_id(event.request_id):
             return
         question = event.questions[0]
-        options = [option.label for option in question.options]
         request = await self._pending.create(
             kind=PendingKind.QUESTION,
             request_id=event.request_id,
@@ -69,11 +118,21 @@ class Approvals:
             instance_id=instance_id,
             chat_id=binding.chat_id,
             topic_id=binding.topic_id,
-            payload={"question": question.question, "options": options},
+            payload={
+                "question": question.question,
+                "header": question.header,
+                "options": [option.label for option in question.options],
+                "count": len(event.questions),
+            },
         )
-        prompt = QuestionPrompt(request.token, question.question, question.header, tuple(options))
-        message_id = await self._chat.ask_question(binding.topic_id, prompt)
+        message_id = await self._chat.ask_question(binding.topic_id, question_prompt(request))
         await self._pending.set_message_id(request.token, message_id)
+
+    async def _answered_elsewhere(self, request_id: str) -> None:
+        """Answered in the TUI or another client, or dropped by an abort: take the buttons away."""
+        request = await self._pending.get_by_request_id(request_id)
+        if request is not None and await self._pending.resolve(request.token, "elsewhere", "-"):
+            await self._close(request, "☑️ OpenCode no longer waits for this (answered elsewhere).")
 
     async def answer_permission(self, token: str, choice: str, who: str) -> str:
         """A button press on a permission request; returns the text for the button spinner."""
@@ -81,46 +140,67 @@ class Approvals:
             return "Unknown choice."
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.PERMISSION:
-            return "This request is no longer known."
+            return "This request is not known."
         reply, verb = PERMISSION_REPLIES[choice]
-        client = self._clients(request.instance_id or "")
+        client = await self._client_or_expire(request)
         if client is None:
-            return "The OpenCode server of this request is not running any more."
+            return "This request has expired: its OpenCode server was restarted."
         if not await self._pending.resolve(token, reply, who):
             return "Already answered."
         try:
             await client.reply_permission(request.request_id, reply)  # type: ignore[arg-type]
         except OpenCodeNotFound:
-            await self._decided(request.topic_id, request.message_id, "⌛ Expired.")
+            await self._close(request, "⌛ Expired: OpenCode no longer waits for this.")
             return "This request has expired."
         except OpenCodeError as exc:
             log.warning("permission reply failed: %s", exc)
+            await self._close(request, f"⚠️ OpenCode did not take the answer: {exc}")
             return f"OpenCode did not take the answer: {exc}"
         mark = "❌" if reply == "reject" else "✅"
-        await self._decided(request.topic_id, request.message_id, f"{mark} {verb} by {who}.")
+        await self._close(request, f"{mark} {verb} by {who}.")
         return verb
 
     async def answer_question(self, token: str, option: int, who: str) -> str:
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.QUESTION:
-            return "This question is no longer known."
-        options: list[str] = list(request.payload.get("options", []))
+            return "This question is not known."
+        options = question_prompt(request).options
         if not 0 <= option < len(options):
             return "Unknown option."
-        client = self._clients(request.instance_id or "")
+        client = await self._client_or_expire(request)
         if client is None:
-            return "The OpenCode server of this question is not running any more."
+            return "This question has expired: its OpenCode server was restarted."
         label = options[option]
         if not await self._pending.resolve(token, label, who):
             return "Already answered."
+        count = int(request.payload.get("count", 1))
+        # One answer list per question; only the first question gets buttons, the others
+        # are left unanswered (empty lists).
+        answers = [[label]] + [[] for _ in range(count - 1)]
         try:
-            await client.reply_question(request.request_id, [[label]])
+            await client.reply_question(request.request_id, answers)
+        except OpenCodeNotFound:
+            await self._close(request, "⌛ Expired: OpenCode no longer waits for this.")
+            return "This question has expired."
         except OpenCodeError as exc:
             log.warning("question reply failed: %s", exc)
+            await self._close(request, f"⚠️ OpenCode did not take the answer: {exc}")
             return f"OpenCode did not take the answer: {exc}"
-        await self._decided(request.topic_id, request.message_id, f"✅ {who} answered: {label}")
+        await self._close(request, f"✅ {who} answered: {label}")
         return label
 
-    async def _decided(self, topic_id: int, message_id: int | None, text: str) -> None:
-        if message_id is not None:
-            await self._chat.show_decision(topic_id, message_id, text)
+    async def _client_or_expire(self, request: PendingRequest) -> OpenCodeClient | None:
+        client = self._clients(request.instance_id or "")
+        if client is None and await self._pending.resolve(request.token, "expired", "-"):
+            await self._close(request, "⌛ Expired: its OpenCode server is not running any more.")
+        return client
+
+    async def _close(self, request: PendingRequest, decision: str) -> None:
+        if request.message_id is None:
+            return
+        prompt = (
+            permission_prompt(request)
+            if request.kind == PendingKind.PERMISSION
+            else question_prompt(request)
+        )
+        await self._chat.show_answered(request.topic_id, request.message_id, prompt, decision)

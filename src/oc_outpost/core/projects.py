@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -27,8 +28,13 @@ def resolve_inside(base: Path, candidate: str | Path) -> Path:
     Symlinks are resolved first, so a link that points out of the base is refused too.
     """
     root = base.resolve()
-    path = Path(candidate).expanduser()
-    resolved = (path if path.is_absolute() else root / path).resolve()
+    try:
+        path = Path(candidate).expanduser()
+        resolved = (path if path.is_absolute() else root / path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, a symlink loop, a NUL byte
+        raise ProjectError(
+            f"{str(candidate)[:80]!r} is not a usable path: {exc.__class__.__name__}"
+        ) from exc
     if resolved != root and root not in resolved.parents:
         raise ProjectError(f"{candidate} is outside the project base directory {root}.")
     return resolved
@@ -47,3 +53,31 @@ def project_dir(base: Path, name: str, *, create: bool) -> tuple[Path, bool]:
         )
     path.mkdir(parents=True)
     return path, True
+
+
+def project_key(name: str) -> str:
+    """A short stable id for a directory name, for button data (names may be long or odd)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def list_projects(base: Path) -> list[Path]:
+    """Directories directly under ``base``, hidden ones excluded, sorted by name."""
+    try:
+        entries = list(base.iterdir())
+    except FileNotFoundError:
+        return []
+    return sorted(
+        (p for p in entries if not p.name.startswith(".") and _inside_dir(base, p)),
+        key=lambda p: p.name.lower(),
+    )
+
+
+def _inside_dir(base: Path, path: Path) -> bool:
+    try:
+        return resolve_inside(base, path).is_dir()
+    except ProjectError:
+        return False  # e.g. a symlink pointing out of the base
+
+
+def find_project(base: Path, key: str) -> Path | None:
+    return next((p for p in list_projects(base) if project_key(p.name) == key), None)

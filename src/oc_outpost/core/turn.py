@@ -32,6 +32,7 @@ class ToolLine:
     tool: str
     status: str  # pending | running | completed | error
     detail: str
+    sub: bool = False  # run by a sub-agent of the turn's session
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,11 @@ class TurnSnapshot:
     usage_by_message: tuple[tuple[str, Usage], ...] = ()
     error: str | None = None
     retry_note: str | None = None
+    abort_requested: bool = False
     finished_at: float | None = None
+    # The newest user message of earlier turns: OpenCode re-announces a turn's user message
+    # after it ended, and message ids ascend, so anything up to this one is not ours.
+    earlier_user_message: str | None = None
 
     @property
     def answer(self) -> str:
@@ -80,12 +85,17 @@ class TurnSnapshot:
     def first_user_message(self) -> str | None:
         return self.user_messages[0] if self.user_messages else None
 
+    @property
+    def last_user_message(self) -> str | None:
+        return max((*self.user_messages, self.earlier_user_message or ""), default="") or None
+
 
 def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
     """Return the snapshot after ``event``. Events of other sessions must be filtered out first."""
     match event:
         case ev.MessageUpdated(role="user", message_id=mid):
-            if mid in turn.user_messages:
+            earlier = turn.earlier_user_message
+            if mid in turn.user_messages or (earlier is not None and mid <= earlier):
                 return turn
             return replace(turn, user_messages=(*turn.user_messages, mid))
         case ev.MessageUpdated(role="assistant"):
@@ -126,11 +136,31 @@ def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
             return turn
 
 
+def fold_child(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
+    """What a sub-agent's event adds to its parent's turn: its tool lines and waits."""
+    match event:
+        case ev.PartUpdated(part=ev.ToolPart() as part):
+            return _upsert_tool(turn, part, sub=True)
+        case (
+            ev.PermissionAsked()
+            | ev.QuestionAsked()
+            | ev.PermissionReplied()
+            | ev.QuestionReplied()
+            | ev.QuestionRejected()
+        ):
+            return fold(turn, event)
+        case _:
+            return turn
+
+
 def finish(turn: TurnSnapshot, now: float) -> TurnSnapshot:
     """The session went idle: the turn ends in the phase its events imply."""
     if turn.finished:
-        return turn
-    phase = TurnPhase.FAILED if turn.error else TurnPhase.DONE
+        return replace(turn, finished_at=turn.finished_at or now)
+    if turn.abort_requested:  # a stopped retry loop ends without any error event
+        phase = TurnPhase.ABORTED
+    else:
+        phase = TurnPhase.FAILED if turn.error else TurnPhase.DONE
     return replace(turn, phase=phase, finished_at=now)
 
 
@@ -153,8 +183,8 @@ def _set_text(turn: TurnSnapshot, part_id: str, text: str) -> TurnSnapshot:
     return replace(turn, texts=texts)
 
 
-def _upsert_tool(turn: TurnSnapshot, part: ev.ToolPart) -> TurnSnapshot:
-    line = ToolLine(part.call_id, part.tool, part.status, tool_detail(part))
+def _upsert_tool(turn: TurnSnapshot, part: ev.ToolPart, *, sub: bool = False) -> TurnSnapshot:
+    line = ToolLine(part.call_id, part.tool, part.status, tool_detail(part), sub)
     if any(t.call_id == part.call_id for t in turn.tools):
         tools = tuple(line if t.call_id == part.call_id else t for t in turn.tools)
     else:

@@ -12,7 +12,9 @@ from typing import Any
 
 from oc_outpost.core import turn as turns
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.ports import ChatPort
+from oc_outpost.core.chat import Chat
+from oc_outpost.core.naming import TopicNamer
+from oc_outpost.core.ports import TopicGone
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.core.types import TopicBinding
 from oc_outpost.opencode import events as ev
@@ -20,9 +22,6 @@ from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
 
 log = logging.getLogger(__name__)
-
-# What a sub-agent's events contribute to its parent's turn: its tool lines and approvals.
-_CHILD_EVENTS = (ev.PermissionAsked, ev.PermissionReplied, ev.QuestionAsked, ev.QuestionReplied)
 
 
 @dataclass
@@ -36,7 +35,7 @@ class ActiveTurn:
 class TurnRouter:
     def __init__(
         self,
-        chat: ChatPort,
+        chat: Chat,
         bindings: Bindings,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -46,8 +45,10 @@ class TurnRouter:
         self._clock = clock
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
+        self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
         return self._parents.get(session_id, session_id)
@@ -61,9 +62,17 @@ class TurnRouter:
     def active(self, session_id: str) -> ActiveTurn | None:
         return self._turns.get(session_id)
 
+    def active_count(self) -> int:
+        return len(self._turns)
+
     def begin(self, binding: TopicBinding, client: OpenCodeClient) -> ActiveTurn:
         assert binding.session_id is not None
-        snapshot = TurnSnapshot(next(self._ids), binding.session_id, self._clock())
+        snapshot = TurnSnapshot(
+            next(self._ids),
+            binding.session_id,
+            self._clock(),
+            earlier_user_message=self._last_user.get(binding.session_id),
+        )
         active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         self._turns[binding.session_id] = active
         if active.streaming:
@@ -76,6 +85,7 @@ class TurnRouter:
         if active is None:
             await self._chat.notify(topic_id, f"❌ {message}")
             return
+        self._remember_user_messages(active.snapshot)
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
         )
@@ -85,12 +95,50 @@ class TurnRouter:
         active = self._turns.get(session_id)
         if active is None:
             return "Nothing is running."
+        # Flag first: the idle that follows the abort may be handled before the call returns.
+        active.snapshot = replace(active.snapshot, abort_requested=True)
         try:
             await active.client.abort(session_id)
         except OpenCodeError as exc:
             log.warning("abort of %s failed: %s", session_id, exc)
+            active.snapshot = replace(active.snapshot, abort_requested=False)
             return f"OpenCode did not stop: {exc}"
         return "Stopping…"
+
+    def reconcile(
+        self,
+        binding: TopicBinding,
+        client: OpenCodeClient,
+        *,
+        busy: bool,
+        error: str | None = None,
+    ) -> None:
+        """Align the session's turn with what OpenCode says after events may have been missed
+        (stream reconnect, server restart, bot restart; see core/reconcile.py).
+
+        busy: track the turn (begin it if unknown). Idle: end the turn now and deliver its final
+        answer from the stored messages, once; with `error`, as a failed turn saying why."""
+        session_id = binding.session_id
+        if session_id is None:
+            return
+        active = self._turns.pop(session_id, None)
+        if busy:
+            if active is None:
+                self.begin(binding, client)
+            else:
+                self._turns[session_id] = replace(active, client=client)
+            return
+        if active is None:  # known only from the turn journal (the bot restarted)
+            snapshot = TurnSnapshot(next(self._ids), session_id, self._clock())
+            active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
+        active = replace(active, client=client)
+        if error is None:
+            self._spawn(self._finish(active))
+            return
+        failed = replace(
+            active.snapshot, phase=TurnPhase.FAILED, error=error, finished_at=self._clock()
+        )
+        self._spawn(self._chat.show_final(active.topic_id, failed, streaming=active.streaming))
 
     async def on_event(self, client: OpenCodeClient, event: ev.Event) -> None:
         session_id = getattr(event, "session_id", None)
@@ -103,6 +151,10 @@ class TurnRouter:
         binding = self._bindings.by_session(session_id)
         if binding is None:
             return
+        self._note_task_child(session_id, event)
+        if isinstance(event, ev.SessionUpdated):
+            await self.namer.on_title(session_id, event.title)
+            return
         active = self._turns.get(session_id)
         if active is None:
             if not _turns_busy(event):
@@ -110,17 +162,26 @@ class TurnRouter:
             active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
         if _turns_idle(event):
             del self._turns[session_id]
+            self._remember_user_messages(active.snapshot)
             self._spawn(self._finish(active))
             return
         self._update(active, turns.fold(active.snapshot, event))
 
+    def _remember_user_messages(self, snapshot: TurnSnapshot) -> None:
+        if snapshot.last_user_message is not None:
+            self._last_user[snapshot.session_id] = snapshot.last_user_message
+
     def _fold_child(self, root: str, event: ev.Event) -> None:
         active = self._turns.get(root)
-        if active is None:
-            return
-        tool_update = isinstance(event, ev.PartUpdated) and isinstance(event.part, ev.ToolPart)
-        if tool_update or isinstance(event, _CHILD_EVENTS):
-            self._update(active, turns.fold(active.snapshot, event))
+        if active is not None:
+            self._update(active, turns.fold_child(active.snapshot, event))
+
+    def _note_task_child(self, session_id: str, event: ev.Event) -> None:
+        """A `task` tool names its sub-agent session, in case its creation event was missed."""
+        if isinstance(event, ev.PartUpdated) and isinstance(event.part, ev.ToolPart):
+            child = event.part.metadata.get("sessionId")
+            if event.part.tool == "task" and isinstance(child, str) and child != session_id:
+                self.note_child(child, session_id)
 
     def _update(self, active: ActiveTurn, snapshot: TurnSnapshot) -> None:
         if snapshot == active.snapshot:
@@ -139,7 +200,12 @@ class TurnRouter:
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
-        await self._chat.show_final(active.topic_id, snapshot, streaming=active.streaming)
+        try:
+            await self._chat.show_final(active.topic_id, snapshot, streaming=active.streaming)
+        except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked
+            log.info("the answer of %s has no topic to go to any more", snapshot.session_id)
+            return
+        await self.namer.after_turn(snapshot.session_id, active.client)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

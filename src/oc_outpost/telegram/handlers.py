@@ -1,18 +1,20 @@
-"""Update handlers: thin translations from Telegram updates to Outpost calls.
+"""Update handlers: thin translations from Telegram updates to core calls, and replies.
 
 Access control happens first, in one place (`guard`): only the configured chat and, when
 TELEGRAM_ALLOWED_USERS is set, only those users reach any other handler — messages, commands
-and button presses alike.
+and button presses alike. Every reply goes to the topic where the command was typed; a
+`CommandError` from core becomes a short ❌ reply there, anything else reaches `error`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+import mimetypes
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, InlineKeyboardButton, Message, Update, User
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -24,29 +26,37 @@ from telegram.ext import (
     filters,
 )
 
+from oc_outpost.core.chat import Attachment
+from oc_outpost.core.commands import Commands
 from oc_outpost.core.outpost import Outpost
-from oc_outpost.telegram import callbacks
+from oc_outpost.core.replies import CommandError
+from oc_outpost.telegram import callbacks, render
+from oc_outpost.telegram.formatted import plain
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
 
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
+GENERIC_MIME = "application/octet-stream"
+SESSION_BUTTONS = 10
+PROJECT_BUTTONS = 48
+
 COMMANDS = [
     BotCommand("new", "Create a project, its topic and an OpenCode session"),
+    BotCommand("projects", "Project directories, with a button to open each"),
+    BotCommand("sessions", "OpenCode sessions of running servers"),
+    BotCommand("connect", "Bind an existing session to a new topic"),
+    BotCommand("cancel", "Stop the running turn in this topic"),
+    BotCommand("stream", "Live progress on or off in this topic"),
+    BotCommand("session", "This topic's project, server, session and usage"),
+    BotCommand("link", "Bind this topic to a project directory"),
+    BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
+    BotCommand("clear", "Unlink topics whose project or session is gone"),
+    BotCommand("status", "Servers, approvals, Telegram budget, uptime"),
     BotCommand("help", "What you can do here"),
 ]
 
-GENERAL_HELP = (
-    "This is the control lane of oc-outpost.\n"
-    "/new <name> — create a project directory, a topic and an OpenCode session\n"
-    "/help — this help\n"
-    "Each project lives in its own topic: write there to talk to OpenCode."
-)
-TOPIC_HELP = (
-    "Write a message in this topic to send it to OpenCode as a prompt.\n"
-    "Progress is shown live; the final answer arrives as a new message.\n"
-    "Permission requests and questions appear with buttons.\n"
-    "/help — this help"
-)
+Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -66,18 +76,65 @@ def topic_of(message: Message) -> int | None:
     return message.message_thread_id if message.is_topic_message else None
 
 
+def who(user: User | None) -> str:
+    if user is None:
+        return "someone"
+    return user.full_name or (f"@{user.username}" if user.username else str(user.id))
+
+
+def file_mime(name: str, declared: str, data: bytes) -> str:
+    """The media type to tell OpenCode. Telegram often declares files as generic binary;
+    OpenCode refuses that type, so guess from the name, and treat UTF-8 content as text."""
+    if declared != GENERIC_MIME:
+        return declared
+    guessed = mimetypes.guess_type(name)[0]
+    if guessed:
+        return guessed
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return declared
+    return "text/plain"
+
+
+def _args(context: ContextTypes.DEFAULT_TYPE) -> str:
+    return " ".join(context.args or [])
+
+
 class Handlers:
-    def __init__(self, outpost: Outpost, chat: TelegramChat, policy: AccessPolicy) -> None:
+    def __init__(
+        self, outpost: Outpost, commands: Commands, chat: TelegramChat, policy: AccessPolicy
+    ) -> None:
         self._outpost = outpost
+        self._commands = commands
         self._chat = chat
         self._policy = policy
 
     def install(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
-        app.add_handler(CommandHandler("new", self.new))
-        app.add_handler(CommandHandler("help", self.help))
-        app.add_handler(CommandHandler("start", self.help))
+        commands: dict[str, Callback] = {
+            "new": self.new,
+            "help": self.help,
+            "start": self.help,
+            "projects": self.projects,
+            "sessions": self.sessions,
+            "connect": self.connect,
+            "disconnect": self.disconnect,
+            "link": self.link,
+            "stream": self.stream,
+            "session": self.session,
+            "status": self.status,
+            "clear": self.clear,
+            "cancel": self.cancel,
+        }
+        for name, callback in commands.items():
+            app.add_handler(CommandHandler(name, callback))
+        app.add_handler(MessageHandler(filters.COMMAND, self.unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.text))
+        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.file))
+        app.add_handler(
+            MessageHandler(filters.StatusUpdate.FORUM_TOPIC_CREATED, self.topic_created)
+        )
         app.add_handler(CallbackQueryHandler(self.button))
         app.add_error_handler(self.error)
 
@@ -86,6 +143,8 @@ class Handlers:
         user = update.effective_user
         if chat is None or chat.id != self._policy.chat_id:
             raise ApplicationHandlerStop
+        if user is not None and user.is_bot and user.id == context.bot.id:
+            raise ApplicationHandlerStop  # our own service messages (topics we created)
         if not self._policy.allows_user(user.id if user else None):
             log.info("ignored an update from user %s who is not allowed", user.id if user else None)
             if update.callback_query is not None:
@@ -100,47 +159,244 @@ class Handlers:
         ):
             raise ApplicationHandlerStop
 
-    async def new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    # --- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _where(update: Update) -> int | None:
         message = update.effective_message
         assert message is not None
-        topic = topic_of(message)
+        return topic_of(message)
+
+    async def _reply(self, topic: int | None, text: str) -> None:
+        await self._chat.notify(topic, text)
+
+    async def _guarded(self, topic: int | None, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except CommandError as exc:
+            await self._reply(topic, f"❌ {exc}")
+
+    def _background(
+        self,
+        context: ContextTypes.DEFAULT_TYPE,
+        update: Update,
+        topic: int | None,
+        work: Coroutine[Any, Any, None],
+    ) -> None:
+        # Long work (starting OpenCode, calling servers) must not hold the update handler;
+        # unexpected failures still reach the error handler, which tells the user.
+        context.application.create_task(self._guarded(topic, work), update=update)
+
+    async def _general_only(self, update: Update, usage: str) -> bool:
+        topic = self._where(update)
         if topic is not None:
-            await self._chat.notify(topic, "Use /new <name> in the General topic.")
+            await self._reply(topic, f"{usage} works in the General topic; use it there.")
+            return False
+        return True
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def new(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not await self._general_only(update, "/new <name>"):
             return
         if len(context.args or []) != 1:
-            await self._chat.notify(None, "Usage: /new <name> (1-64 of A-Z a-z 0-9 . _ -)")
+            await self._reply(None, "Usage: /new <name> (1-64 of A-Z a-z 0-9 . _ -)")
             return
-        self._background(context, update, self._outpost.new_project(context.args[0]))  # type: ignore[index]
+        name = (context.args or [""])[0]
+        self._background(context, update, None, self._commands.new(name))
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        if topic is None:
+            text = render.GENERAL_HELP
+        elif self._outpost.bindings.by_topic(topic) is None:
+            text = render.UNBOUND_TOPIC_HELP
+        else:
+            text = render.TOPIC_HELP
+        await self._reply(topic, text)
+
+    async def unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None
-        topic = topic_of(message)
-        await self._chat.notify(topic, GENERAL_HELP if topic is None else TOPIC_HELP)
+        command = (message.text or "/").split()[0]
+        _, _, addressee = command.partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return  # meant for another bot in the group
+        await self._reply(topic_of(message), f"Unknown command {command}. /help lists them.")
+
+    async def projects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        entries = self._commands.projects()
+        shown = entries[:PROJECT_BUTTONS]
+        buttons = [
+            InlineKeyboardButton(
+                f"📂 {e.name[:40]}" + (" ↗" if e.topic_id is not None else ""),
+                callback_data=callbacks.open_data(e.key),
+            )
+            for e in shown
+        ]
+        rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+        text = render.projects_message(len(entries), str(self._commands.base))
+        if len(entries) > len(shown):
+            text += f"\n({len(entries) - len(shown)} more not shown.)"
+        await self._chat.send(topic, plain(text), rows=rows or None)
+
+    async def sessions(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._send_sessions(topic))
+
+    async def _send_sessions(self, topic: int | None) -> None:
+        listing = await self._commands.sessions()
+        shown = listing.entries[:SESSION_BUTTONS]
+        rows = [
+            [
+                InlineKeyboardButton(
+                    render.session_label(e), callback_data=callbacks.connect_data(e.session_id)
+                )
+            ]
+            for e in shown
+            if e.topic_id is None
+        ]
+        await self._chat.send(topic, render.sessions_message(listing, shown), rows=rows or None)
+
+    async def connect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not await self._general_only(update, "/connect <project | session id>"):
+            return
+        self._background(context, update, None, self._commands.connect(_args(context)))
+
+    async def disconnect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._commands.disconnect(topic))
+
+    async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._commands.link(topic, _args(context)))
+
+    async def stream(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def toggle() -> None:
+            enabled = await self._commands.toggle_stream(topic, _args(context))
+            state = (
+                "ON: progress is shown live, then the answer"
+                if enabled
+                else "OFF: only the final answer is sent"
+            )
+            await self._reply(topic, f"Live progress is {state}.")
+
+        await self._guarded(topic, toggle())
+
+    async def session(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def show() -> None:
+            info = await self._commands.session_info(topic)
+            await self._chat.send(topic, render.session_message(info))
+
+        self._background(context, update, topic, show())
+
+    async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        report = await self._commands.status()
+        await self._chat.send(topic, render.status_message(report, self._chat.budget()))
+
+    async def clear(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not await self._general_only(update, "/clear"):
+            return
+
+        async def run() -> None:
+            report = await self._commands.clear()
+            await self._reply(None, render.clear_message(report))
+
+        self._background(context, update, None, run())
+
+    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        user = update.effective_user
+
+        async def run() -> None:
+            await self._reply(topic, await self._commands.cancel(topic, who(user)))
+
+        await self._guarded(topic, run())
+
+    # --- messages -----------------------------------------------------------------------------
 
     async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None and message.text is not None
         topic = topic_of(message)
         if topic is None:
-            await self._chat.notify(
-                None, "General is the control lane: use /new <name>, then write in the topic."
+            await self._reply(
+                None,
+                "General is the control lane: use /new <name> (or /projects), then write in "
+                "the project's topic. /help lists everything.",
             )
             return
-        self._background(context, update, self._outpost.prompt(topic, message.text))
+        self._background(context, update, topic, self._commands.message(topic, message.text))
+
+    async def file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None
+        topic = topic_of(message)
+        if topic is None:
+            await self._reply(None, "Send files in a project's topic: they go to OpenCode there.")
+            return
+        self._background(context, update, topic, self._forward_file(topic, message))
+
+    async def _forward_file(self, topic: int, message: Message) -> None:
+        if message.photo:
+            photo = message.photo[-1]
+            file_id, size, name, mime = photo.file_id, photo.file_size, "photo.jpg", "image/jpeg"
+        elif message.document is not None:
+            document = message.document
+            name = document.file_name or "file"
+            mime = document.mime_type or GENERIC_MIME
+            file_id, size = document.file_id, document.file_size
+        else:
+            return
+        if size is not None and size > MAX_DOWNLOAD_BYTES:
+            raise CommandError("That file is over 20 MB, the most a bot can download.")
+        telegram_file = await message.get_bot().get_file(file_id)
+        data = bytes(await telegram_file.download_as_bytearray())
+        attachment = Attachment(name, file_mime(name, mime, data), data)
+        await self._commands.message(topic, message.caption or "", [attachment])
+
+    async def topic_created(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None
+        if message.message_thread_id is not None:
+            self._background(
+                context, update, None, self._commands.topic_created(message.message_thread_id)
+            )
+
+    # --- buttons ------------------------------------------------------------------------------
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         assert query is not None
-        who = query.from_user.full_name or str(query.from_user.id)
+        person = who(query.from_user)
+        message = query.message
+        topic = message.message_thread_id if isinstance(message, Message) else None
+        if isinstance(message, Message) and not message.is_topic_message:
+            topic = None
         match callbacks.parse(query.data):
             case callbacks.PermissionPress(token, choice):
-                answer = await self._outpost.answer_permission(token, choice, who)
+                answer = await self._outpost.answer_permission(token, choice, person)
             case callbacks.QuestionPress(token, option):
-                answer = await self._outpost.answer_question(token, option, who)
+                answer = await self._outpost.answer_question(token, option, person)
             case callbacks.StopPress(session_id):
-                answer = await self._outpost.abort(session_id, who)
-            case None:
+                answer = await self._outpost.abort(session_id, person)
+            case callbacks.LinkPress(key) if topic is not None and message is not None:
+                work = self._commands.choose(topic, key, person, message.message_id)
+                answer = "Linking…"
+                self._background(context, update, topic, work)
+            case callbacks.OpenPress(key):
+                answer = "Opening…"
+                self._background(context, update, topic, self._commands.open_project(key))
+            case callbacks.ConnectPress(session_id):
+                answer = "Connecting…"
+                self._background(context, update, None, self._commands.connect(session_id))
+            case _:
                 answer = "This button is no longer valid."
         await self._chat.answer_callback(query.id, answer)
 
@@ -149,11 +405,3 @@ class Handlers:
         if isinstance(update, Update) and update.effective_message is not None:
             topic = topic_of(update.effective_message)
             await self._chat.notify(topic, f"⚠️ Something went wrong: {context.error}")
-
-    @staticmethod
-    def _background(
-        context: ContextTypes.DEFAULT_TYPE, update: Update, work: Coroutine[Any, Any, None]
-    ) -> None:
-        # Long work (starting OpenCode) must not hold the update handler; failures still reach
-        # the error handler, which tells the user.
-        context.application.create_task(work, update=update)

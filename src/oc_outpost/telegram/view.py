@@ -1,30 +1,43 @@
-"""TelegramChat: the chat side of core's ChatPort, writing through the Outbox."""
+"""TelegramChat: the chat side of core's `Chat` port, writing through the Outbox.
+
+Messages are sent as text + entities (never parse modes), with a plain-text fallback the
+Outbox uses if Telegram still rejects the formatting.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
+from telegram.error import BadRequest
 
-from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt
+from oc_outpost.core.chat import HistoryEntry, ProjectEntry
+from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt, TopicGone
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.telegram import callbacks
+from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
-    final_texts,
-    permission_text,
+    PICKER_TEXT,
+    answered_message,
+    final_parts,
+    history_parts,
+    permission_message,
     progress_text,
-    question_text,
-    split_text,
+    question_message,
     summary_text,
 )
 
 log = logging.getLogger(__name__)
+
+Rows = list[list[InlineKeyboardButton]]
+PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
+TOPIC_NAME_LIMIT = 128
 
 
 @dataclass
@@ -35,11 +48,26 @@ class _Progress:
     sending: asyncio.Future[Any] | None = None
     latest: str = ""
     shown: str = ""
+    failure: BaseException | None = None  # the last edit failure logged
+
+    def log_failure(self, future: asyncio.Future[Any]) -> None:
+        # Queued edits of one message share a call, so they fail together: log that once.
+        if future.cancelled() or future.exception() in (None, self.failure):
+            return
+        self.failure = future.exception()
+        log.warning("progress update not delivered: %s", self.failure)
 
 
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("progress update not delivered: %s", future.exception())
+def _entities(part: Formatted) -> list[MessageEntity]:
+    return [
+        MessageEntity(e.type, e.offset, e.length, url=e.url, language=e.language)
+        for e in part.entities
+    ]
+
+
+def _not_modified(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return "not_modified" in text or "not modified" in text
 
 
 class TelegramChat:
@@ -50,13 +78,16 @@ class TelegramChat:
         self._chat_id = chat_id
         self._clock = clock
         self._progress: dict[int, _Progress] = {}  # by turn id
-        self._asked: dict[int, str] = {}  # approval message id -> its text
+        # Core's reaction to a topic deleted in the app (unbind, tell General); set by the app.
+        self.topic_gone: Callable[[int], Coroutine[Any, Any, None]] | None = None
+        self._gone: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- topics and notices ---------------------------------------------------------------
 
     async def create_topic(self, name: str) -> int:
         topic = await self._outbox.submit(
-            lambda bot: bot.create_forum_topic(self._chat_id, name[:128]),
+            lambda bot: bot.create_forum_topic(self._chat_id, name[:TOPIC_NAME_LIMIT]),
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
@@ -69,34 +100,113 @@ class TelegramChat:
             priority=Priority.INTERACTIVE,
         )
 
-    async def notify(self, topic_id: int | None, text: str) -> None:
-        for part in split_text(text):
-            await self._send(topic_id, part, Priority.INTERACTIVE)
+    async def close_topic(self, topic_id: int) -> None:
+        await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
 
-    async def _send(
+    async def reopen_topic(self, topic_id: int) -> None:
+        await self._topic_call(
+            topic_id, lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id)
+        )
+
+    async def rename_topic(self, topic_id: int, name: str) -> None:
+        await self._topic_call(
+            topic_id,
+            lambda bot: bot.edit_forum_topic(self._chat_id, topic_id, name=name[:TOPIC_NAME_LIMIT]),
+        )
+
+    async def _topic_call(self, topic_id: int, call: Callable[[Bot], Any]) -> None:
+        try:
+            await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
+        except BadRequest as exc:
+            if not _not_modified(exc):  # already closed / open / so named: nothing to do
+                raise
+        except TopicGone:
+            self._report_gone(topic_id)
+            raise
+
+    def _report_gone(self, topic_id: int | None) -> None:
+        """Tell core (once) that a topic no longer exists; the caller still gets TopicGone."""
+        if topic_id is None or topic_id in self._gone or self.topic_gone is None:
+            return
+        self._gone.add(topic_id)
+        task = asyncio.create_task(self.topic_gone(topic_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._gone_handled)
+
+    def _gone_handled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("unlinking a deleted topic failed", exc_info=task.exception())
+
+    async def notify(self, topic_id: int | None, text: str) -> None:
+        await self.send(topic_id, plain(text))
+
+    async def send(
         self,
         topic_id: int | None,
-        text: str,
+        text: Styled | Sequence[Formatted],
+        *,
+        rows: Rows | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+    ) -> Message:
+        """Send formatted text (split to fit); buttons go on the last part. Returns it."""
+        parts = split(text) if isinstance(text, Styled) else list(text)
+        message: Message | None = None
+        for index, part in enumerate(parts):
+            markup = InlineKeyboardMarkup(rows) if rows and index == len(parts) - 1 else None
+            message = await self._send_part(topic_id, part, priority, markup)
+        assert message is not None, "split() always yields at least one part"
+        return message
+
+    async def _send_part(
+        self,
+        topic_id: int | None,
+        part: Formatted,
         priority: Priority,
         markup: InlineKeyboardMarkup | None = None,
     ) -> Message:
-        message: Message = await self._outbox.submit(
-            self._send_call(topic_id, text, markup), chat_id=self._chat_id, priority=priority
-        )
+        try:
+            message: Message = await self._outbox.submit(
+                self._send_call(topic_id, part, markup),
+                chat_id=self._chat_id,
+                priority=priority,
+                fallback=self._send_call(topic_id, Formatted(part.text), markup),
+            )
+        except TopicGone:
+            self._report_gone(topic_id)
+            raise
         return message
 
     def _send_call(
-        self, topic_id: int | None, text: str, markup: InlineKeyboardMarkup | None
+        self, topic_id: int | None, part: Formatted, markup: InlineKeyboardMarkup | None
     ) -> Callable[[Bot], Any]:
         return lambda bot: bot.send_message(
-            self._chat_id, text, message_thread_id=topic_id, reply_markup=markup
+            self._chat_id,
+            part.text,
+            message_thread_id=topic_id,
+            reply_markup=markup,
+            entities=_entities(part) or None,
         )
 
     def _edit_call(
-        self, message_id: int, text: str, markup: InlineKeyboardMarkup | None
+        self, message_id: int, part: Formatted, markup: InlineKeyboardMarkup | None
     ) -> Callable[[Bot], Any]:
         return lambda bot: bot.edit_message_text(
-            text, chat_id=self._chat_id, message_id=message_id, reply_markup=markup
+            part.text,
+            chat_id=self._chat_id,
+            message_id=message_id,
+            reply_markup=markup,
+            entities=_entities(part) or None,
+        )
+
+    async def edit(self, message_id: int, part: Formatted, rows: Rows | None = None) -> None:
+        markup = InlineKeyboardMarkup(rows) if rows else None
+        await self._outbox.submit(
+            self._edit_call(message_id, part, markup),
+            chat_id=self._chat_id,
+            priority=Priority.INTERACTIVE,
+            key=("edit", message_id),
+            fallback=self._edit_call(message_id, Formatted(part.text), markup),
         )
 
     # --- turns ------------------------------------------------------------------------------
@@ -108,7 +218,7 @@ class TelegramChat:
             self._edit_progress(progress)
         elif progress.sending is None:
             progress.sending = self._outbox.enqueue(
-                self._send_call(topic_id, progress.latest, self._stop_markup(progress)),
+                self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
                 chat_id=self._chat_id,
                 priority=Priority.PROGRESS,
                 key=("progress-send", turn.turn_id),
@@ -123,6 +233,8 @@ class TelegramChat:
             return
         if future.exception() is not None:
             log.warning("progress message not sent: %s", future.exception())
+            if isinstance(future.exception(), TopicGone):
+                self._report_gone(progress.topic_id)
             return
         progress.message_id = future.result().message_id
         progress.shown = text
@@ -136,13 +248,14 @@ class TelegramChat:
         markup = None if final else self._stop_markup(progress)
         text = progress.latest
         future = self._outbox.enqueue(
-            self._edit_call(progress.message_id, text, markup),
+            self._edit_call(progress.message_id, Formatted(text), markup),
             chat_id=self._chat_id,
-            priority=Priority.PROGRESS,
+            # the closing summary is part of the final answer, not paced like live progress
+            priority=Priority.FINAL if final else Priority.PROGRESS,
             key=("progress-edit", progress.message_id),
         )
         progress.shown = text
-        future.add_done_callback(_log_failure)
+        future.add_done_callback(progress.log_failure)
 
     @staticmethod
     def _stop_markup(progress: _Progress) -> InlineKeyboardMarkup:
@@ -152,8 +265,8 @@ class TelegramChat:
         return InlineKeyboardMarkup([[button]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
-        for part in final_texts(turn):
-            await self._send(topic_id, part, Priority.FINAL)
+        for part in final_parts(turn):
+            await self._send_part(topic_id, part, Priority.FINAL)
         progress = self._progress.pop(turn.turn_id, None)
         if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
             return
@@ -171,7 +284,7 @@ class TelegramChat:
             InlineKeyboardButton(label, callback_data=callbacks.permission_data(prompt.token, code))
             for label, code in (("✅ Allow once", "o"), ("♾ Always", "a"), ("❌ Reject", "r"))
         ]
-        return await self._ask(topic_id, permission_text(prompt), [buttons])
+        return await self._ask(topic_id, fit(permission_message(prompt)), [buttons])
 
     async def ask_question(self, topic_id: int, prompt: QuestionPrompt) -> int:
         rows = [
@@ -182,23 +295,25 @@ class TelegramChat:
             ]
             for i, label in enumerate(prompt.options)
         ]
-        return await self._ask(topic_id, question_text(prompt), rows)
+        return await self._ask(topic_id, fit(question_message(prompt)), rows)
 
-    async def _ask(self, topic_id: int, text: str, rows: list[list[InlineKeyboardButton]]) -> int:
-        text = split_text(text)[0]
-        message = await self._send(topic_id, text, Priority.INTERACTIVE, InlineKeyboardMarkup(rows))
-        self._asked[message.message_id] = text
+    async def _ask(self, topic_id: int, part: Formatted, rows: Rows) -> int:
+        message = await self._send_part(
+            topic_id, part, Priority.INTERACTIVE, InlineKeyboardMarkup(rows)
+        )
         return message.message_id
 
     async def show_decision(self, topic_id: int, message_id: int, text: str) -> None:
-        asked = self._asked.pop(message_id, None)
-        body = split_text(f"{asked}\n\n{text}" if asked else text)[0]
-        await self._outbox.submit(
-            self._edit_call(message_id, body, None),
-            chat_id=self._chat_id,
-            priority=Priority.INTERACTIVE,
-            key=("edit", message_id),
-        )
+        await self.edit(message_id, fit(plain(text)))
+
+    async def show_answered(
+        self,
+        topic_id: int,
+        message_id: int,
+        prompt: PermissionPrompt | QuestionPrompt,
+        decision: str,
+    ) -> None:
+        await self.edit(message_id, answered_message(prompt, decision))
 
     async def answer_callback(self, query_id: str, text: str) -> None:
         await self._outbox.submit(
@@ -206,3 +321,38 @@ class TelegramChat:
             chat_id=None,
             priority=Priority.INTERACTIVE,
         )
+
+    # --- command views ------------------------------------------------------------------------
+
+    async def show_picker(self, topic_id: int, projects: Sequence[ProjectEntry]) -> int:
+        shown = projects[:PICKER_BUTTONS]
+        buttons = [
+            InlineKeyboardButton(f"📁 {p.name[:40]}", callback_data=callbacks.link_data(p.key))
+            for p in shown
+        ]
+        rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+        text = PICKER_TEXT
+        if len(projects) > len(shown):
+            text += f"\n({len(projects) - len(shown)} more: use /link <path>.)"
+        message = await self.send(topic_id, plain(text), rows=rows)
+        return message.message_id
+
+    async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:
+        await self.send(topic_id, history_parts(history))
+
+    def budget(self) -> list[tuple[str, str]]:
+        """Telegram rate budget use, for /status."""
+        limits = self._outbox.limits
+        stats = self._outbox.stats
+        return [
+            (
+                "Telegram budget",
+                f"{self._outbox.budget_used(self._chat_id)}/{limits.group_per_minute} "
+                "calls in the last minute",
+            ),
+            (
+                "Telegram calls",
+                f"{stats.calls} made · {self._outbox.pending()} queued · "
+                f"{stats.retry_after} rate-limit waits",
+            ),
+        ]
