@@ -10,9 +10,14 @@ from typing import Any
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
+from oc_outpost.api.server import ApiServer, build_api
 from oc_outpost.config import Settings
+from oc_outpost.core.commands import Commands, CommandsConfig
+from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.outpost import Outpost, OutpostConfig
+from oc_outpost.core.supervision import Supervision
 from oc_outpost.orchestrator.manager import InstanceManager, ManagerConfig
+from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
@@ -20,7 +25,7 @@ from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATION
 from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
-from oc_outpost.telegram.outbox import Outbox, Priority
+from oc_outpost.telegram.outbox import Limits, Outbox, Priority
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,9 @@ SHUTDOWN_FLUSH_S = 10.0
 @dataclass(frozen=True)
 class RunOptions:
     poll_timeout_s: int = 10
+    stream_watchdog_s: float = 30.0  # no event (heartbeats come every 10 s) = dead stream
+    # Leave the managed servers running at shutdown; the next start adopts them (bot upgrades).
+    keep_servers_running: bool = False
 
 
 def build_application(
@@ -61,6 +69,14 @@ def build_application(
     )
 
 
+def outbox_limits(settings: Settings) -> Limits:
+    return Limits(
+        per_chat_interval_s=settings.telegram_rate_per_chat_interval_s,
+        group_per_minute=settings.telegram_rate_group_per_minute,
+        global_per_second=settings.telegram_rate_global_per_second,
+    )
+
+
 class OutpostApp:
     """Everything of one running bot; `start()` and `stop()` in the right order."""
 
@@ -68,9 +84,10 @@ class OutpostApp:
         self.settings = settings
         self.options = options or RunOptions()
         self.application = build_application(settings, self.options)
-        self.outbox = Outbox(self.application.bot)
+        self.outbox = Outbox(self.application.bot, outbox_limits(settings))
         self.chat = TelegramChat(self.outbox, settings.telegram_chat_id)
         self._dbs: list[Database] = []
+        self.api: ApiServer | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -78,6 +95,7 @@ class OutpostApp:
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
         self._dbs = [orchestrator_db, topic_db]
         self.bot_state = BotStateStore(topic_db)
+        instance_store = InstanceStore(orchestrator_db)
         self.instances = InstanceManager(
             ManagerConfig(
                 binary=s.opencode_path,
@@ -85,9 +103,14 @@ class OutpostApp:
                 pool_size=s.opencode_port_pool_size,
                 max_instances=s.opencode_max_instances,
                 startup_timeout_s=s.startup_timeout_s,
+                idle_timeout_s=s.idle_timeout_s,
+                health_interval_s=s.health_check_interval_s,
+                log_dir=s.orchestrator_db_path.parent / "logs",
+                shared_dir=s.project_base_path if s.opencode_shared_server else None,
             ),
-            InstanceStore(orchestrator_db),
+            instance_store,
         )
+        self.journal = TurnJournal(ActiveTurnStore(topic_db))
         self.outpost = Outpost(
             OutpostConfig(
                 chat_id=s.telegram_chat_id,
@@ -97,21 +120,45 @@ class OutpostApp:
             topics=TopicStore(topic_db),
             pending=PendingStore(topic_db),
             instances=self.instances,
-            chat=self.chat,
+            instance_store=instance_store,
+            chat=self.journal.wrap(self.chat),
+        )
+        self.supervision = Supervision(
+            self.outpost,
+            self.instances,
+            self.journal,
+            self.chat,
+            watchdog_s=self.options.stream_watchdog_s,
         )
         policy = AccessPolicy(
             chat_id=s.telegram_chat_id,
             allowed_users=frozenset(s.telegram_allowed_users),
             handle_general=s.handle_general_topic,
         )
-        Handlers(self.outpost, self.chat, policy).install(self.application)
+        self.commands = Commands(
+            self.outpost,
+            instances=self.instances,
+            instance_store=instance_store,
+            chat=self.chat,
+            config=CommandsConfig(
+                project_base=s.project_base_path,
+                setup_wait_s=s.startup_timeout_s,
+            ),
+        )
+        self.chat.topic_gone = self.commands.topic_gone
+        Handlers(self.outpost, self.commands, self.chat, policy).install(self.application)
 
         await self.application.initialize()
         self.outbox.start()
         await self.outbox.submit(
             lambda bot: bot.set_my_commands(COMMANDS), chat_id=None, priority=Priority.INTERACTIVE
         )
+        await self.instances.start()  # adopt the servers a previous run left running
         await self.outpost.start()
+        self.supervision.start()  # deliver what finished while the bot was down
+        api_key = s.api_key.get_secret_value() if s.api_key else None
+        self.api = ApiServer(build_api(self.outpost.externals, api_key), s.api_host, s.api_port)
+        await self.api.start()
         await self.application.start()
         assert self.application.updater is not None
         await self.application.updater.start_polling(timeout=self.options.poll_timeout_s)
@@ -124,9 +171,16 @@ class OutpostApp:
             await updater.stop()
         if self.application.running:
             await self.application.stop()
+        if self.api is not None:
+            await self.api.stop()
+        await self.instances.stop_supervision()
+        await self.supervision.stop()
         await self.outpost.stop()
         await self.outbox.close(SHUTDOWN_FLUSH_S)
-        await self.instances.stop_all()
+        if self.options.keep_servers_running:
+            await self.instances.detach_all()
+        else:
+            await self.instances.stop_all()
         await self.application.shutdown()
         for db in self._dbs:
             await db.close()

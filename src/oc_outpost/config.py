@@ -34,6 +34,9 @@ _RULES: Final[Mapping[str, str]] = {
     "telegram_allowed_users": "a comma-separated list of integer user ids",
     "handle_general_topic": "true or false",
     "telegram_api_url": "an http:// or https:// URL",
+    "telegram_rate_per_chat_interval_ms": "a non-negative integer (milliseconds)",
+    "telegram_rate_group_per_minute": "an integer ≥ 1",
+    "telegram_rate_global_per_second": "an integer ≥ 1",
     "opencode_path": "a non-empty path or command name",
     "opencode_max_instances": "an integer ≥ 1",
     "opencode_idle_timeout_ms": "a positive integer (milliseconds)",
@@ -41,6 +44,7 @@ _RULES: Final[Mapping[str, str]] = {
     "opencode_port_pool_size": "an integer ≥ 1",
     "opencode_health_check_interval_ms": "a positive integer (milliseconds)",
     "opencode_startup_timeout_ms": "a positive integer (milliseconds)",
+    "opencode_shared_server": "true or false",
     "orchestrator_db_path": "a file path",
     "topic_db_path": "a file path",
     "project_base_path": "a directory path",
@@ -144,6 +148,10 @@ class Settings(BaseSettings):
     telegram_allowed_users: Annotated[tuple[int, ...], NoDecode] = ()
     handle_general_topic: bool = True
     telegram_api_url: str = "https://api.telegram.org"
+    # Telegram's flood limits as the Outbox budgets them (Telegram's published values).
+    telegram_rate_per_chat_interval_ms: int = Field(default=1000, ge=0)
+    telegram_rate_group_per_minute: int = Field(default=20, ge=1)
+    telegram_rate_global_per_second: int = Field(default=30, ge=1)
     opencode_path: str = "opencode"
     opencode_max_instances: int = Field(default=10, ge=1)
     opencode_idle_timeout_ms: int = Field(default=1_800_000, gt=0)
@@ -151,6 +159,7 @@ class Settings(BaseSettings):
     opencode_port_pool_size: int = Field(default=100, ge=1)
     opencode_health_check_interval_ms: int = Field(default=30_000, gt=0)
     opencode_startup_timeout_ms: int = Field(default=60_000, gt=0)
+    opencode_shared_server: bool = False
     orchestrator_db_path: Path = Path("./data/orchestrator.db")
     topic_db_path: Path = Path("./data/topics.db")
     project_base_path: Path
@@ -172,7 +181,9 @@ class Settings(BaseSettings):
             return (init_settings,)
         return init_settings, env_settings, dotenv_settings
 
-    @field_validator("handle_general_topic", "auto_create_project_dirs", mode="before")
+    @field_validator(
+        "handle_general_topic", "auto_create_project_dirs", "opencode_shared_server", mode="before"
+    )
     @classmethod
     def _strict_bool(cls, value: object) -> object:
         return _parse_bool(value)
@@ -245,6 +256,10 @@ class Settings(BaseSettings):
     @property
     def startup_timeout_s(self) -> float:
         return self.opencode_startup_timeout_ms / 1000
+
+    @property
+    def telegram_rate_per_chat_interval_s(self) -> float:
+        return self.telegram_rate_per_chat_interval_ms / 1000
 
     @property
     def port_range(self) -> range:

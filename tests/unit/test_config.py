@@ -51,6 +51,7 @@ def test_minimal_config_applies_every_default() -> None:
     assert settings.opencode_port_pool_size == 100
     assert settings.opencode_health_check_interval_ms == 30_000
     assert settings.opencode_startup_timeout_ms == 60_000
+    assert settings.opencode_shared_server is False
     assert settings.orchestrator_db_path == Path("data/orchestrator.db")
     assert settings.topic_db_path == Path("data/topics.db")
     assert settings.auto_create_project_dirs is True
@@ -173,6 +174,39 @@ def test_other_numeric_rules(name: str, value: str, rule: str) -> None:
     assert problems_for({**REQUIRED, name: value}) == [f"{name} must be {rule}, got {value!r}"]
 
 
+def test_telegram_rate_limits_default_to_telegrams_values() -> None:
+    settings = load()
+
+    assert settings.telegram_rate_per_chat_interval_ms == 1000
+    assert settings.telegram_rate_per_chat_interval_s == 1.0
+    assert settings.telegram_rate_group_per_minute == 20
+    assert settings.telegram_rate_global_per_second == 30
+
+
+def test_telegram_rate_limits_can_be_changed() -> None:
+    settings = load(
+        TELEGRAM_RATE_PER_CHAT_INTERVAL_MS="0",
+        TELEGRAM_RATE_GROUP_PER_MINUTE="60",
+        TELEGRAM_RATE_GLOBAL_PER_SECOND="5",
+    )
+
+    assert settings.telegram_rate_per_chat_interval_s == 0.0
+    assert settings.telegram_rate_group_per_minute == 60
+    assert settings.telegram_rate_global_per_second == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("TELEGRAM_RATE_PER_CHAT_INTERVAL_MS", "-1", "a non-negative integer (milliseconds)"),
+        ("TELEGRAM_RATE_GROUP_PER_MINUTE", "0", "an integer ≥ 1"),
+        ("TELEGRAM_RATE_GLOBAL_PER_SECOND", "fast", "an integer ≥ 1"),
+    ],
+)
+def test_telegram_rate_limit_rules(name: str, value: str, rule: str) -> None:
+    assert problems_for({**REQUIRED, name: value}) == [f"{name} must be {rule}, got {value!r}"]
+
+
 def test_port_pool_must_fit_below_65535() -> None:
     problems = problems_for(
         {**REQUIRED, "OPENCODE_PORT_START": "65500", "OPENCODE_PORT_POOL_SIZE": "100"}
@@ -214,6 +248,14 @@ def test_handle_general_topic_rejects_other_words(value: str) -> None:
 def test_auto_create_project_dirs_rejects_other_words() -> None:
     assert problems_for({**REQUIRED, "AUTO_CREATE_PROJECT_DIRS": "sure"}) == [
         "AUTO_CREATE_PROJECT_DIRS must be true or false, got 'sure'"
+    ]
+
+
+def test_opencode_shared_server_is_a_strict_bool() -> None:
+    assert load(OPENCODE_SHARED_SERVER="true").opencode_shared_server is True
+    assert load(OPENCODE_SHARED_SERVER="0").opencode_shared_server is False
+    assert problems_for({**REQUIRED, "OPENCODE_SHARED_SERVER": "yes"}) == [
+        "OPENCODE_SHARED_SERVER must be true or false, got 'yes'"
     ]
 
 

@@ -1,14 +1,19 @@
-"""The `oc-outpost` command: `run` (the default) runs the bot."""
+"""The `oc-outpost` command: `run` (the default) runs the bot; `check` checks the setup."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from oc_outpost.app import serve
+from oc_outpost.cli.check import run_checks
+from oc_outpost.cli.link import LinkError, LinkOptions, default_api_url, link
 from oc_outpost.config import ConfigError, Settings, load_settings
 
 cli = typer.Typer(
@@ -47,6 +52,62 @@ def run() -> None:
     settings = _load()
     _configure_logging(settings.telegram_bot_token.get_secret_value())
     asyncio.run(_run_until_signalled(settings))
+
+
+@cli.command()
+def check() -> None:
+    """Check the configuration, OpenCode and the Telegram chat; print each problem with its fix."""
+    typer.echo("oc-outpost check")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"❌ {problem} — fix: set it in .env or the environment (see .env.example)")
+        raise typer.Exit(1) from None
+    findings = asyncio.run(run_checks(settings))
+    for finding in findings:
+        typer.echo(finding.line())
+    problems = sum(1 for f in findings if not f.ok)
+    if problems:
+        typer.echo(f"{problems} problem{'s' if problems != 1 else ''} to fix.")
+        raise typer.Exit(1)
+    typer.echo("All good: start the bot with `oc-outpost`.")
+
+
+@cli.command("link")
+def link_command(
+    session: Annotated[
+        str | None, typer.Option(help="Session id (default: the most recently updated)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of the OpenCode server (default: find it)")
+    ] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Project directory (default: the current one)")
+    ] = Path("."),
+    api_url: Annotated[
+        str | None, typer.Option(help="oc-outpost API (default: from API_HOST/API_PORT)")
+    ] = None,
+) -> None:
+    """Send the OpenCode session running in this directory to a Telegram topic."""
+    options = LinkOptions(
+        project=directory.resolve(),
+        session_id=session,
+        port=port,
+        password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
+        api_url=api_url or default_api_url(),
+        api_key=os.environ.get("API_KEY") or None,
+    )
+    try:
+        result = asyncio.run(link(options))
+    except LinkError as exc:
+        typer.echo(f"oc-outpost link: {exc}", err=True)
+        raise typer.Exit(1) from None
+    verb = "Sent" if result.get("created") else "Already sent"
+    typer.echo(
+        f"{verb} session {result.get('session_id')} of {result.get('project_path')} "
+        f"to Telegram topic {result.get('topic_id')}."
+    )
 
 
 class _Redact(logging.Filter):
