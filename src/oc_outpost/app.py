@@ -87,13 +87,15 @@ class OutpostApp:
         self.outbox = Outbox(self.application.bot, outbox_limits(settings))
         self.chat = TelegramChat(self.outbox, settings.telegram_chat_id)
         self._dbs: list[Database] = []
+        self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
 
     async def start(self) -> None:
         s = self.settings
         orchestrator_db = await Database.open(s.orchestrator_db_path, ORCHESTRATOR_MIGRATIONS)
+        self._dbs.append(orchestrator_db)
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
-        self._dbs = [orchestrator_db, topic_db]
+        self._dbs.append(topic_db)
         self.bot_state = BotStateStore(topic_db)
         instance_store = InstanceStore(orchestrator_db)
         self.instances = InstanceManager(
@@ -148,6 +150,7 @@ class OutpostApp:
         self.chat.topic_gone = self.commands.topic_gone
         Handlers(self.outpost, self.commands, self.chat, policy).install(self.application)
 
+        self._wired = True
         await self.application.initialize()
         self.outbox.start()
         await self.outbox.submit(
@@ -166,6 +169,13 @@ class OutpostApp:
 
     async def stop(self) -> None:
         """Stop taking updates, flush final answers, stop servers, close stores."""
+        if self._wired:
+            await self._stop_parts()
+        for db in self._dbs:
+            await db.close()
+        log.info("oc-outpost stopped")
+
+    async def _stop_parts(self) -> None:
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -182,9 +192,6 @@ class OutpostApp:
         else:
             await self.instances.stop_all()
         await self.application.shutdown()
-        for db in self._dbs:
-            await db.close()
-        log.info("oc-outpost stopped")
 
 
 async def serve(settings: Settings, stop: asyncio.Event, options: RunOptions | None = None) -> None:

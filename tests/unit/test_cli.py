@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from oc_outpost.cli.main import _Redact
 
@@ -57,3 +60,30 @@ def test_log_lines_never_show_the_bot_token() -> None:
     record = logging.LogRecord("httpx", logging.INFO, "x", 1, "POST %s", (url,), None)
     assert _Redact("123:SECRET").filter(record)
     assert record.getMessage() == "POST /bot***/x"
+
+
+async def test_a_start_that_fails_early_reports_its_own_error(tmp_path: Path) -> None:
+    import asyncio
+
+    from oc_outpost.app import serve
+    from oc_outpost.config import load_settings
+    from oc_outpost.store.db import MigrationError
+
+    (tmp_path / "data").mkdir()
+    not_a_db = tmp_path / "data" / "orchestrator.db"
+    not_a_db.write_text("this is not SQLite")
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": "123:abc",
+            "TELEGRAM_CHAT_ID": "-1001",
+            "PROJECT_BASE_PATH": str(tmp_path),
+            "TELEGRAM_API_URL": "http://127.0.0.1:9",
+            "ORCHESTRATOR_DB_PATH": str(not_a_db),
+            "TOPIC_DB_PATH": str(tmp_path / "data" / "topics.db"),
+        },
+        env_file=None,
+    )
+    with pytest.raises(Exception) as raised:
+        await serve(settings, asyncio.Event())
+    assert not isinstance(raised.value, AttributeError)
+    assert isinstance(raised.value, MigrationError | sqlite3.DatabaseError)
