@@ -30,7 +30,7 @@ from tests.rig.opencode_bin import INHERITED_VARS_TO_DROP, ensure_opencode, herm
 
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.wire import TextInput
-from oc_outpost.orchestrator.manager import InstanceManager, ManagerConfig
+from oc_outpost.servers.manager import InstanceManager, ManagerConfig
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS

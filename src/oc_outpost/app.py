@@ -12,13 +12,23 @@ from telegram.request import HTTPXRequest
 
 from oc_outpost.api.server import ApiServer, build_api
 from oc_outpost.config import Settings
-from oc_outpost.core.commands import Commands, CommandsConfig
+from oc_outpost.core.approvals import Approvals
+from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.chat import ChatPort, GoneTopics
+from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.journal import TurnJournal
-from oc_outpost.core.outpost import Outpost, OutpostConfig
-from oc_outpost.core.supervision import Supervision
-from oc_outpost.orchestrator.manager import InstanceManager, ManagerConfig
+from oc_outpost.core.linking import Linker
+from oc_outpost.core.recovery import Reconciler, StartupRecovery
+from oc_outpost.core.registration import Registrations
+from oc_outpost.core.server_events import ServerEvents
+from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.servers.discovery import Discovery
+from oc_outpost.servers.manager import InstanceManager, ManagerConfig
+from oc_outpost.servers.registry import ServerRegistry
+from oc_outpost.servers.streams import EventStreams
+from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
-from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
@@ -78,14 +88,16 @@ def outbox_limits(settings: Settings) -> Limits:
 
 
 class OutpostApp:
-    """Everything of one running bot; `start()` and `stop()` in the right order."""
+    """Everything of one running bot, built in `start()` from the bottom layer up (each part gets
+    what it uses as constructor arguments), stopped in `stop()` in the reverse order."""
 
     def __init__(self, settings: Settings, options: RunOptions | None = None) -> None:
         self.settings = settings
         self.options = options or RunOptions()
         self.application = build_application(settings, self.options)
         self.outbox = Outbox(self.application.bot, outbox_limits(settings))
-        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id)
+        self.gone_topics = GoneTopics()
+        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id, self.gone_topics)
         self._dbs: list[Database] = []
         self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
@@ -96,59 +108,19 @@ class OutpostApp:
         self._dbs.append(orchestrator_db)
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
         self._dbs.append(topic_db)
-        self.bot_state = BotStateStore(topic_db)
-        instance_store = InstanceStore(orchestrator_db)
-        self.instances = InstanceManager(
-            ManagerConfig(
-                binary=s.opencode_path,
-                port_start=s.opencode_port_start,
-                pool_size=s.opencode_port_pool_size,
-                max_instances=s.opencode_max_instances,
-                startup_timeout_s=s.startup_timeout_s,
-                idle_timeout_s=s.idle_timeout_s,
-                health_interval_s=s.health_check_interval_s,
-                log_dir=s.orchestrator_db_path.parent / "logs",
-                shared_dir=s.project_base_path if s.opencode_shared_server else None,
-            ),
-            instance_store,
-        )
-        self.journal = TurnJournal(ActiveTurnStore(topic_db))
-        self.outpost = Outpost(
-            OutpostConfig(
-                chat_id=s.telegram_chat_id,
-                project_base=s.project_base_path,
-                auto_create_dirs=s.auto_create_project_dirs,
-            ),
-            topics=TopicStore(topic_db),
-            pending=PendingStore(topic_db),
-            instances=self.instances,
-            instance_store=instance_store,
-            chat=self.journal.wrap(self.chat),
-        )
-        self.supervision = Supervision(
-            self.outpost,
-            self.instances,
-            self.journal,
-            self.chat,
-            watchdog_s=self.options.stream_watchdog_s,
-        )
+        core = build_core(s, self.options, self.chat, self.gone_topics, orchestrator_db, topic_db)
+        self.core = core
+        self.controller = core.controller
+
+        # the edges
         policy = AccessPolicy(
             chat_id=s.telegram_chat_id,
             allowed_users=frozenset(s.telegram_allowed_users),
             handle_general=s.handle_general_topic,
         )
-        self.commands = Commands(
-            self.outpost,
-            instances=self.instances,
-            instance_store=instance_store,
-            chat=self.chat,
-            config=CommandsConfig(
-                project_base=s.project_base_path,
-                setup_wait_s=s.startup_timeout_s,
-            ),
-        )
-        self.chat.topic_gone = self.commands.topic_gone
-        Handlers(self.outpost, self.commands, self.chat, policy).install(self.application)
+        Handlers(self.controller, self.chat, policy).install(self.application)
+        api_key = s.api_key.get_secret_value() if s.api_key else None
+        self.api = ApiServer(build_api(self.controller, api_key), s.api_host, s.api_port)
 
         self._wired = True
         await self.application.initialize()
@@ -156,11 +128,8 @@ class OutpostApp:
         await self.outbox.submit(
             lambda bot: bot.set_my_commands(COMMANDS), chat_id=None, priority=Priority.INTERACTIVE
         )
-        await self.instances.start()  # adopt the servers a previous run left running
-        await self.outpost.start()
-        self.supervision.start()  # deliver what finished while the bot was down
-        api_key = s.api_key.get_secret_value() if s.api_key else None
-        self.api = ApiServer(build_api(self.outpost.externals, api_key), s.api_host, s.api_port)
+        await self.controller.start()  # adopt running servers, deliver what finished meanwhile
+        core.supervisor.start()
         await self.api.start()
         await self.application.start()
         assert self.application.updater is not None
@@ -183,15 +152,99 @@ class OutpostApp:
             await self.application.stop()
         if self.api is not None:
             await self.api.stop()
-        await self.instances.stop_supervision()
-        await self.supervision.stop()
-        await self.outpost.stop()
+        await self.core.supervisor.stop()
+        await self.controller.stop()
         await self.outbox.close(SHUTDOWN_FLUSH_S)
-        if self.options.keep_servers_running:
-            await self.instances.detach_all()
-        else:
-            await self.instances.stop_all()
+        await self.core.registry.stop(keep_servers_running=self.options.keep_servers_running)
         await self.application.shutdown()
+
+
+@dataclass(frozen=True)
+class Core:
+    """The parts below the chat layer, as the composition root wired them."""
+
+    controller: Controller
+    registry: ServerRegistry
+    supervisor: Supervisor
+    bindings: Bindings
+    catalog: SessionCatalog
+
+
+def build_core(
+    s: Settings,
+    options: RunOptions,
+    chat: ChatPort,
+    gone_topics: GoneTopics,
+    orchestrator_db: Database,
+    topic_db: Database,
+) -> Core:
+    """Stores, core and servers, each given what it uses (bottom layer first; the servers report
+    to core's `ServerEvents`, so that is built before them)."""
+    instance_store = InstanceStore(orchestrator_db)
+
+    # core's side of the OpenCode events: built first, the servers report to it
+    bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
+    journal = TurnJournal(ActiveTurnStore(topic_db))
+    tracker = TurnTracker(chat, bindings, journal)
+    approvals = Approvals(chat, PendingStore(topic_db))
+    reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
+    server_events = ServerEvents(
+        chat=chat,
+        bindings=bindings,
+        tracker=tracker,
+        approvals=approvals,
+        journal=journal,
+        reconciler=reconciler,
+    )
+
+    # the servers
+    streams = EventStreams(server_events, watchdog_s=options.stream_watchdog_s)
+    instances = InstanceManager(manager_config(s), instance_store, server_events, streams)
+    supervisor = Supervisor(instances)
+    registry = ServerRegistry(instances, streams, instance_store, Discovery(instance_store))
+
+    # core's front door
+    linker = Linker(registry, bindings, chat)
+    catalog = SessionCatalog(registry, bindings, s.project_base_path)
+    controller = Controller(
+        ControllerConfig(
+            project_base=s.project_base_path,
+            auto_create_dirs=s.auto_create_project_dirs,
+            setup_wait_s=s.startup_timeout_s,
+        ),
+        chat=chat,
+        bindings=bindings,
+        registry=registry,
+        tracker=tracker,
+        approvals=approvals,
+        linker=linker,
+        catalog=catalog,
+        registrations=Registrations(registry, bindings, linker, chat, s.project_base_path),
+        recovery=StartupRecovery(
+            reconciler=reconciler,
+            registry=registry,
+            bindings=bindings,
+            tracker=tracker,
+            journal=journal,
+        ),
+        gone_topics=gone_topics,
+    )
+
+    return Core(controller, registry, supervisor, bindings, catalog)
+
+
+def manager_config(s: Settings) -> ManagerConfig:
+    return ManagerConfig(
+        binary=s.opencode_path,
+        port_start=s.opencode_port_start,
+        pool_size=s.opencode_port_pool_size,
+        max_instances=s.opencode_max_instances,
+        startup_timeout_s=s.startup_timeout_s,
+        idle_timeout_s=s.idle_timeout_s,
+        health_interval_s=s.health_check_interval_s,
+        log_dir=s.orchestrator_db_path.parent / "logs",
+        shared_dir=s.project_base_path if s.opencode_shared_server else None,
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event, options: RunOptions | None = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from oc_outpost.orchestrator.process import is_opencode_server
+from oc_outpost.servers.process import is_opencode_server
 
 
 def opencode_servers_under(base: Path) -> list[psutil.Process]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oc_outpost.orchestrator.managed import ManagedServer
-from oc_outpost.orchestrator.ports import find_free_port
+from oc_outpost.servers.managed import ManagedServer
+from oc_outpost.servers.pool import find_free_port
 from tests.rig.bot_fixtures import RunningBot
 
 pytestmark = pytest.mark.timeout(120)

@@ -23,8 +23,8 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from oc_outpost.orchestrator.managed import ManagedServer, ServerStartError
-from oc_outpost.orchestrator.ports import PortsExhausted, find_free_port, is_port_free
+from oc_outpost.servers.managed import ManagedServer, ServerStartError
+from oc_outpost.servers.pool import PortsExhausted, find_free_port, is_port_free
 from tests.rig.mock_llm import BASH_COMMAND, QUESTION_TEXT, MockLLM
 from tests.rig.opencode_bin import DEAD_REGISTRY, OPENCODE_VERSION
 from tests.rig.opencode_fixtures import apply_hermetic_env

@@ -22,8 +22,8 @@ from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeAuthError, OpenCodeNotFound
 from oc_outpost.opencode.stream import EventStream, iter_events
 from oc_outpost.opencode.wire import AssistantMessage, TextInput, TextPartWire, ToolPartWire
-from oc_outpost.orchestrator.managed import ManagedServer
-from oc_outpost.orchestrator.ports import find_free_port
+from oc_outpost.servers.managed import ManagedServer
+from oc_outpost.servers.pool import find_free_port
 from tests.rig.mock_llm import BASH_COMMAND, QUESTION_TEXT, MockLLM, Text
 from tests.rig.opencode_bin import OPENCODE_VERSION
 from tests.rig.opencode_fixtures import apply_hermetic_env

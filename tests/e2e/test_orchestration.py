@@ -20,9 +20,9 @@ import pytest
 
 from oc_outpost.app import RunOptions
 from oc_outpost.config import Settings
-from oc_outpost.core.types import InstanceState
+from oc_outpost.model import InstanceState
 from oc_outpost.opencode.client import OpenCodeClient
-from oc_outpost.orchestrator import manager as manager_module
+from oc_outpost.servers import manager as manager_module
 from tests.rig.app_bot import AppBot, opencode_servers_in
 from tests.rig.bot_fixtures import bot_settings
 from tests.rig.fake_telegram import FakeTelegram
@@ -117,7 +117,7 @@ async def test_idle_stop_spares_busy_and_waiting_servers_and_the_next_message_wa
 ) -> None:
     bot = await make_bot(OPENCODE_IDLE_TIMEOUT_MS="1000", OPENCODE_HEALTH_CHECK_INTERVAL_MS="250")
     topic = await bot.new_topic("demo")
-    instances = bot.running_app.instances
+    instances = bot.running_app.core.registry.manager
     instance_id = bot.instance_id(topic)
     # idle after /new: stopped
     await eventually(lambda: instances.get(instance_id) is None, "the idle stop")
@@ -153,7 +153,7 @@ async def test_bot_restart_adopts_the_running_server_and_delivers_a_missed_final
     first = await make_bot(RunOptions(poll_timeout_s=1, keep_servers_running=True))
     topic = await first.new_topic("demo")
     pid, session_id = first.server_pid(topic), first.session_id(topic)
-    instance = first.running_app.instances.get(first.instance_id(topic))
+    instance = first.running_app.core.registry.manager.get(first.instance_id(topic))
     assert instance is not None and pid is not None
     answer = "finished while the bot was away"
     llm.when("long", Text(answer, chunk_size=4, delay_s=0.3))
@@ -178,7 +178,7 @@ async def test_bot_restart_adopts_the_running_server_and_delivers_a_missed_final
     llm.when("still", Text("the adopted server answers"))
     await second.say("still there?", topic)
     await second.wait_message(topic, "the adopted server answers")
-    rows = await second.running_app.instances._store.all()
+    rows = await second.running_app.core.registry.manager._store.all()
     assert len(rows) == 1 and rows[0].state == InstanceState.RUNNING
 
 
@@ -197,7 +197,7 @@ async def test_a_stalled_event_stream_is_caught_by_the_watchdog_and_the_final_ar
 
     monkeypatch.setattr(manager_module, "OpenCodeClient", via_proxy)
     caplog.set_level(logging.WARNING, logger="oc_outpost.opencode.stream")
-    caplog.set_level(logging.INFO, logger="oc_outpost.core.reconcile")
+    caplog.set_level(logging.INFO, logger="oc_outpost.core.recovery")
     watchdog_s = 1.5
     bot = await make_bot(RunOptions(poll_timeout_s=1, stream_watchdog_s=watchdog_s))
     try:
@@ -212,7 +212,9 @@ async def test_a_stalled_event_stream_is_caught_by_the_watchdog_and_the_final_ar
         paused_at = time.time()
         direct = OpenCodeClient(
             f"http://127.0.0.1:{proxy.target[1]}",
-            password=bot.running_app.instances.get(bot.instance_id(topic)).server.password,  # type: ignore[union-attr]
+            password=bot.running_app.core.registry.manager.get(
+                bot.instance_id(topic)
+            ).server.password,  # type: ignore[union-attr]
         )
         async with direct:
             await eventually_async(lambda: all_idle(direct), "the end of the turn (stream stalled)")

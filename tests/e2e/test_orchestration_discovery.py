@@ -18,7 +18,7 @@ import pytest
 
 from oc_outpost.app import RunOptions
 from oc_outpost.config import Settings
-from oc_outpost.core.types import InstanceInfo, InstanceKind, InstanceState
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
@@ -142,11 +142,11 @@ async def test_orphans_are_stopped_strangers_skipped_and_outside_servers_discove
         assert not is_running(orphan.pid)  # ours by the records but not adoptable: stopped
         assert is_running(stranger.pid)  # not OpenCode: left alone
         topic = await bot.new_topic("demo")
-        running = bot.running_app.instances.get(bot.instance_id(topic))
+        running = bot.running_app.core.registry.manager.get(bot.instance_id(topic))
         assert running is not None and running.info.port == orphan_port  # stranger's port skipped
         assert is_running(stranger.pid)
 
-        listing = {entry.url: entry for entry in await bot.running_app.outpost.list_sessions()}
+        listing = {entry.url: entry for entry in await bot.running_app.core.catalog.servers()}
         found = listing[f"http://127.0.0.1:{outside_port}"]
         assert found.kind == InstanceKind.DISCOVERED and not found.auth_required
         assert Path(found.project_path) == tmp_path / "outside"
@@ -159,10 +159,13 @@ async def test_orphans_are_stopped_strangers_skipped_and_outside_servers_discove
         assert running.client.base_url not in {
             e.url for e in listing.values() if e.kind == InstanceKind.DISCOVERED
         }
-        discovered = bot.running_app.instances.get(found.instance_id)
-        assert discovered is not None and discovered.server is None
-        assert [s.id for s in await discovered.client.list_sessions()] == [session.id]
-        status = await bot.running_app.outpost.server_status()
+        registry = bot.running_app.core.registry
+        discovered = registry.client(found.instance_id)
+        assert (
+            discovered is not None and registry.kind(found.instance_id) == InstanceKind.DISCOVERED
+        )
+        assert [s.id for s in await discovered.list_sessions()] == [session.id]
+        status = await bot.running_app.core.registry.status()
         kinds = status.counts()
         assert kinds[(InstanceKind.MANAGED, InstanceState.RUNNING)] == 1
         assert kinds[(InstanceKind.DISCOVERED, InstanceState.RUNNING)] >= 2

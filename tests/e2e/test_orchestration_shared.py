@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from oc_outpost.core.types import InstanceKind, InstanceState
+from oc_outpost.model import InstanceKind, InstanceState
 from tests.e2e.test_skeleton import (
     test_bash_permission_allow_once_finishes_the_turn,
     test_new_creates_directory_topic_and_welcome,
@@ -63,7 +63,7 @@ async def test_projects_share_one_server_but_not_their_sessions(bot: AppBot, llm
     assert bot.instance_id(alpha) != bot.instance_id(beta)
     assert bot.server_pid(alpha) == bot.server_pid(beta)
     assert len(opencode_servers_in(bot.projects)) == 1  # cwd: the project base
-    status = await bot.running_app.outpost.server_status()
+    status = await bot.running_app.core.registry.status()
     managed = [s for s in status.servers if s.kind == InstanceKind.MANAGED]
     assert [(s.state, s.projects) for s in managed] == [(InstanceState.RUNNING, 2)]
     assert status.shared_server and status.ports_used == 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from oc_outpost.core.ports import PermissionPrompt
+from oc_outpost.core.chat import PermissionPrompt
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import Clock, Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat

@@ -1,7 +1,7 @@
 """The whole bot in a test with its insides reachable (for orchestration tests).
 
 `AppBot` is `RunningBot` (tests/rig/bot_fixtures.py: say, wait_message, new_topic, ...) run
-through `OutpostApp` directly instead of `serve()`, so a test can look at `app.instances`, run
+through `OutpostApp` directly instead of `serve()`, so a test can look at `app.core`, run
 it with `RunOptions` (keep servers at stop, a short watchdog) and start a second bot on the same
 databases. Also: OpenCode servers started outside the bot, and process lookups by directory.
 """
@@ -19,7 +19,7 @@ import httpx
 import psutil
 
 from oc_outpost.app import OutpostApp, RunOptions
-from oc_outpost.orchestrator.process import is_opencode_server
+from oc_outpost.servers.process import is_opencode_server
 from tests.rig.bot_fixtures import RunningBot
 
 READY_TIMEOUT_S = 30.0
@@ -50,16 +50,16 @@ class AppBot(RunningBot):
             await app.stop()
 
     def instance_id(self, topic: int) -> str:
-        binding = self.running_app.outpost.bindings.by_topic(topic)
+        binding = self.running_app.core.bindings.by_topic(topic)
         assert binding is not None and binding.instance_id is not None
         return binding.instance_id
 
     def server_pid(self, topic: int) -> int | None:
-        running = self.running_app.instances.get(self.instance_id(topic))
+        running = self.running_app.core.registry.manager.get(self.instance_id(topic))
         return running.server.pid if running is not None and running.server is not None else None
 
     def session_id(self, topic: int) -> str:
-        binding = self.running_app.outpost.bindings.by_topic(topic)
+        binding = self.running_app.core.bindings.by_topic(topic)
         assert binding is not None and binding.session_id is not None
         return binding.session_id
 

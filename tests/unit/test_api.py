@@ -21,13 +21,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from oc_outpost.api.server import ApiServer, ApiStartError, build_api
-from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.external import ExternalServers
-from oc_outpost.core.streams import EventStreams
+from oc_outpost.app import RunOptions, build_core
+from oc_outpost.config import load_settings
+from oc_outpost.core.chat import GoneTopics
 from oc_outpost.store.db import Database
-from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
-from oc_outpost.store.topics import TopicStore
 
 KEY = "test-api-key"
 CHAT = -100777
@@ -48,23 +46,22 @@ class RecordingChat:
         self.notices.append((topic_id, text))
 
 
-async def _no_events(*_: Any) -> None:
-    return None
-
-
 async def make_api(tmp_path: Path, api_key: str | None) -> tuple[FastAPI, list[Database]]:
+    """The API over the bot's real core (as the composition root wires it), no Telegram."""
     (tmp_path / "projects" / "demo").mkdir(parents=True)
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": "1:test",
+            "TELEGRAM_CHAT_ID": str(CHAT),
+            "PROJECT_BASE_PATH": str(tmp_path / "projects"),
+        },
+        env_file=None,
+    )
     orchestrator = await Database.open(tmp_path / "o.db", ORCHESTRATOR_MIGRATIONS)
     topics = await Database.open(tmp_path / "t.db", TOPIC_MIGRATIONS)
-    bindings = Bindings(TopicStore(topics), CHAT)
-    externals = ExternalServers(
-        project_base=tmp_path / "projects",
-        chat=RecordingChat(),  # type: ignore[arg-type]
-        bindings=bindings,
-        streams=EventStreams(_no_events),
-        store=InstanceStore(orchestrator),
-    )
-    return build_api(externals, api_key), [orchestrator, topics]
+    chat: Any = RecordingChat()
+    core = build_core(settings, RunOptions(), chat, GoneTopics(), orchestrator, topics)
+    return build_api(core.controller, api_key), [orchestrator, topics]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from telegram.error import BadRequest, RetryAfter
 
-from oc_outpost.core.ports import TopicGone
+from oc_outpost.core.chat import TopicGone
 from oc_outpost.telegram.outbox import Clock, Limits, Outbox, OutboxClosed, Priority
 
 CHAT = -100123

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt
+from oc_outpost.core.chat import PermissionPrompt, QuestionPrompt
 from oc_outpost.core.turn import ToolLine, TurnPhase, TurnSnapshot
 from oc_outpost.telegram.formatted import Formatted, plain, split
 from oc_outpost.telegram.render import (

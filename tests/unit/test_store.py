@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oc_outpost.core.types import InstanceInfo, InstanceKind, InstanceState, TopicBinding
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState, TopicBinding
 from oc_outpost.store import pending as pending_module
 from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.db import Database

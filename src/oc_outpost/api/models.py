@@ -7,8 +7,8 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
-from oc_outpost.core.external import Registration
-from oc_outpost.core.types import InstanceInfo, TopicBinding
+from oc_outpost.core.registration import Registration
+from oc_outpost.model import InstanceInfo, TopicBinding
 
 
 class _Request(BaseModel):

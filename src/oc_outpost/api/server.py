@@ -31,13 +31,26 @@ from oc_outpost.api.models import (
     StatusResponse,
     UnregisterResponse,
 )
-from oc_outpost.core.external import ExternalServers, RegistrationError
+from oc_outpost.core.controller import Controller
+from oc_outpost.core.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
 
 log = logging.getLogger(__name__)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 422)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 422)
 }
+# What each kind of user-facing failure means in HTTP. Unavailable is 422 (not 5xx): the
+# request names a server that does not answer, which the caller can fix.
+STATUS_OF: dict[type[UserError], int] = {
+    BadRequest: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 422,
+}
+
+
+def status_of(error: UserError) -> int:
+    return next((code for kind, code in STATUS_OF.items() if isinstance(error, kind)), 422)
 
 
 # Module level: FastAPI resolves the (postponed) annotations of dependencies in module globals.
@@ -61,7 +74,7 @@ def error_response(status: int, message: str, details: list[str] | None = None) 
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def build_api(externals: ExternalServers, api_key: str | None) -> FastAPI:
+def build_api(controller: Controller, api_key: str | None) -> FastAPI:
     async def authorised(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
@@ -87,34 +100,25 @@ def build_api(externals: ExternalServers, api_key: str | None) -> FastAPI:
     @app.post("/api/register", response_model=RegistrationResponse, status_code=201)
     async def register(body: RegisterRequest) -> JSONResponse:
         password = body.password.get_secret_value() if body.password else None
-        try:
-            result = await externals.register(
-                body.project_path, body.server_url(), body.session_id, password
-            )
-        except RegistrationError as exc:
-            raise ApiError(exc.status, str(exc)) from exc
+        result = await controller.register(
+            body.project_path, body.server_url(), body.session_id, password
+        )
         response = RegistrationResponse.from_registration(result)
         return JSONResponse(response.model_dump(), status_code=201 if result.created else 200)
 
     @app.post("/api/unregister", response_model=UnregisterResponse)
     async def unregister(body: ProjectRequest) -> UnregisterResponse:
-        try:
-            topics = await externals.unregister(body.project_path)
-        except RegistrationError as exc:
-            raise ApiError(exc.status, str(exc)) from exc
+        topics = await controller.unregister(body.project_path)
         return UnregisterResponse(project_path=body.project_path, topic_ids=topics)
 
     @app.get("/api/status/{project_path:path}", response_model=StatusResponse)
     async def status(project_path: str) -> StatusResponse:
-        try:
-            bindings, found = await externals.status(project_path)
-        except RegistrationError as exc:
-            raise ApiError(exc.status, str(exc)) from exc
+        bindings, found = await controller.registration_status(project_path)
         return StatusResponse.build(project_path, bindings, found)
 
     @app.get("/api/instances", response_model=list[InstanceResponse])
     async def list_instances() -> list[InstanceResponse]:
-        return [InstanceResponse.from_info(i) for i in await externals.all_instances()]
+        return [InstanceResponse.from_info(i) for i in await controller.instances()]
 
     return app
 
@@ -123,6 +127,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message)
+
+    @app.exception_handler(UserError)
+    async def user_error(_: Request, exc: UserError) -> JSONResponse:
+        return error_response(status_of(exc), str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

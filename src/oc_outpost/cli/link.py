@@ -16,7 +16,7 @@ import httpx
 
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeAuthError, OpenCodeError
-from oc_outpost.orchestrator.discovery import scan_processes
+from oc_outpost.servers.discovery import scan_processes
 
 API_TIMEOUT_S = 30.0  # registering starts a stream and creates a topic
 PROBE_TIMEOUT_S = 2.0

@@ -11,9 +11,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from oc_outpost.core.chat import Chat
-from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.core.chat import ChatPort, PermissionPrompt, QuestionPrompt
+from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeNotFound
@@ -61,10 +60,9 @@ def question_prompt(request: PendingRequest) -> QuestionPrompt:
 
 
 class Approvals:
-    def __init__(self, chat: Chat, pending: PendingStore, clients: ClientLookup) -> None:
+    def __init__(self, chat: ChatPort, pending: PendingStore) -> None:
         self._chat = chat
         self._pending = pending
-        self._clients = clients  # instance id -> client of the running server, if any
 
     async def on_event(self, instance_id: str, binding: TopicBinding, event: ev.Event) -> None:
         match event:
@@ -134,15 +132,18 @@ class Approvals:
         if request is not None and await self._pending.resolve(request.token, "elsewhere", "-"):
             await self._close(request, "☑️ OpenCode no longer waits for this (answered elsewhere).")
 
-    async def answer_permission(self, token: str, choice: str, who: str) -> str:
-        """A button press on a permission request; returns the text for the button spinner."""
+    async def answer_permission(
+        self, token: str, choice: str, who: str, clients: ClientLookup
+    ) -> str:
+        """A button press on a permission request; returns the text for the button spinner.
+        ``clients`` maps the request's instance id to the client of its running server."""
         if choice not in PERMISSION_REPLIES:
             return "Unknown choice."
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.PERMISSION:
             return "This request is not known."
         reply, verb = PERMISSION_REPLIES[choice]
-        client = await self._client_or_expire(request)
+        client = await self._client_or_expire(request, clients)
         if client is None:
             return "This request has expired: its OpenCode server was restarted."
         if not await self._pending.resolve(token, reply, who):
@@ -160,14 +161,16 @@ class Approvals:
         await self._close(request, f"{mark} {verb} by {who}.")
         return verb
 
-    async def answer_question(self, token: str, option: int, who: str) -> str:
+    async def answer_question(
+        self, token: str, option: int, who: str, clients: ClientLookup
+    ) -> str:
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.QUESTION:
             return "This question is not known."
         options = question_prompt(request).options
         if not 0 <= option < len(options):
             return "Unknown option."
-        client = await self._client_or_expire(request)
+        client = await self._client_or_expire(request, clients)
         if client is None:
             return "This question has expired: its OpenCode server was restarted."
         label = options[option]
@@ -189,8 +192,10 @@ class Approvals:
         await self._close(request, f"✅ {who} answered: {label}")
         return label
 
-    async def _client_or_expire(self, request: PendingRequest) -> OpenCodeClient | None:
-        client = self._clients(request.instance_id or "")
+    async def _client_or_expire(
+        self, request: PendingRequest, clients: ClientLookup
+    ) -> OpenCodeClient | None:
+        client = clients(request.instance_id or "")
         if client is None and await self._pending.resolve(request.token, "expired", "-"):
             await self._close(request, "⌛ Expired: its OpenCode server is not running any more.")
         return client

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.model import TopicBinding
 from oc_outpost.store.topics import TopicStore
 
 

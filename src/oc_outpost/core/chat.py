@@ -1,16 +1,37 @@
-"""What the commands need from the chat layer beyond `ChatPort`, and the plain data they show.
+"""What core needs from the chat layer (`ChatPort`), and the plain data it asks it to show.
 
-Core never imports Telegram: it describes what to show (a project picker, a session's history,
-a decided approval) and the chat layer renders it.
+Core never imports Telegram: it describes what to show (a progress snapshot, a final answer, an
+approval, a project picker, a session's history) and the chat layer renders it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from oc_outpost.core.ports import ChatPort, PermissionPrompt, QuestionPrompt
+from oc_outpost.core.turn import TurnSnapshot
+
+
+class TopicGone(Exception):
+    """The forum topic no longer exists (deleted in the app, or never existed)."""
+
+
+@dataclass(frozen=True)
+class PermissionPrompt:
+    token: str
+    permission: str
+    patterns: tuple[str, ...]
+    detail: str  # the command, or an excerpt of the diff
+
+
+@dataclass(frozen=True)
+class QuestionPrompt:
+    token: str
+    question: str
+    header: str
+    options: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -37,18 +58,50 @@ class Attachment:
     data: bytes
 
 
-class Chat(ChatPort, Protocol):
+class GoneTopics:
+    """Topics the chat layer found deleted while sending in the background (a progress edit):
+    the chat reports them here, core's controller unlinks them. Each topic is reported once."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._seen: set[int] = set()
+
+    def report(self, topic_id: int) -> None:
+        if topic_id not in self._seen:
+            self._seen.add(topic_id)
+            self._queue.put_nowait(topic_id)
+
+    async def next(self) -> int:
+        return await self._queue.get()
+
+
+class ChatPort(Protocol):
+    async def create_topic(self, name: str) -> int: ...
+
+    async def delete_topic(self, topic_id: int) -> None: ...
+
     async def close_topic(self, topic_id: int) -> None: ...
 
     async def reopen_topic(self, topic_id: int) -> None: ...
 
     async def rename_topic(self, topic_id: int, name: str) -> None: ...
 
-    async def show_picker(self, topic_id: int, projects: Sequence[ProjectEntry]) -> int:
-        """Post the project picker in an unbound topic; returns its message id."""
+    async def notify(self, topic_id: int | None, text: str) -> None:
+        """A short message for the user (command replies, notices); ``None`` is General."""
 
-    async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:
-        """Post the tail of a session's conversation (on /connect)."""
+    def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
+        """Create or update the turn's live progress message without waiting for the network."""
+
+    async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
+        """Deliver the final answer as new message(s) and reduce the progress message."""
+
+    async def ask_permission(self, topic_id: int, prompt: PermissionPrompt) -> int:
+        """Post the approval message with its buttons; returns its message id."""
+
+    async def ask_question(self, topic_id: int, prompt: QuestionPrompt) -> int: ...
+
+    async def show_decision(self, topic_id: int, message_id: int, text: str) -> None:
+        """Replace a message (approval, picker) by the decision, removing its buttons."""
 
     async def show_answered(
         self,
@@ -58,3 +111,9 @@ class Chat(ChatPort, Protocol):
         decision: str,
     ) -> None:
         """Replace an approval/question message by its prompt plus the decision, no buttons."""
+
+    async def show_picker(self, topic_id: int, projects: Sequence[ProjectEntry]) -> int:
+        """Post the project picker in an unbound topic; returns its message id."""
+
+    async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:
+        """Post the tail of a session's conversation (on /connect)."""

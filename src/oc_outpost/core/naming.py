@@ -7,9 +7,8 @@ import re
 from dataclasses import replace
 
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Chat
-from oc_outpost.core.ports import TopicGone
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.core.chat import ChatPort, TopicGone
+from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
 
@@ -32,7 +31,7 @@ def topic_name(project: str, title: str, limit: int = TOPIC_NAME_LIMIT) -> str:
 
 
 class TopicNamer:
-    def __init__(self, chat: Chat, bindings: Bindings) -> None:
+    def __init__(self, chat: ChatPort, bindings: Bindings) -> None:
         self._chat = chat
         self._bindings = bindings
         self._turn_done: set[str] = set()  # sessions whose first turn has ended

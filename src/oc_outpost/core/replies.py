@@ -1,15 +1,11 @@
-"""What the commands return to the chat layer: plain data, and the error a user reads."""
+"""What the controller returns to the chat layer: plain data to render."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oc_outpost.core.types import InstanceInfo, InstanceKind, TopicBinding
-from oc_outpost.orchestrator.status import OrchestratorStatus
-
-
-class CommandError(Exception):
-    """A command cannot be done; the message says why and what to do instead."""
+from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
+from oc_outpost.servers.status import OrchestratorStatus
 
 
 @dataclass(frozen=True)

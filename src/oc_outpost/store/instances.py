@@ -6,7 +6,7 @@ import sqlite3
 from enum import Enum
 from typing import Final, Literal
 
-from oc_outpost.core.types import InstanceInfo, InstanceKind, InstanceState
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
 from oc_outpost.store.db import Clock, Database, system_clock
 from oc_outpost.store.errors import NotFound, StoreError
 

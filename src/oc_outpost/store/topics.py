@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.model import TopicBinding
 from oc_outpost.store.db import Clock, Database, system_clock
 from oc_outpost.store.errors import NotFound, StoreError
 

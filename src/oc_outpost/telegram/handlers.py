@@ -3,7 +3,7 @@
 Access control happens first, in one place (`guard`): only the configured chat and, when
 TELEGRAM_ALLOWED_USERS is set, only those users reach any other handler — messages, commands
 and button presses alike. Every reply goes to the topic where the command was typed; a
-`CommandError` from core becomes a short ❌ reply there, anything else reaches `error`.
+`UserError` from core becomes a short ❌ reply there, anything else reaches `error`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from telegram.ext import (
 )
 
 from oc_outpost.core.chat import Attachment
-from oc_outpost.core.commands import Commands
-from oc_outpost.core.outpost import Outpost
-from oc_outpost.core.replies import CommandError
+from oc_outpost.core.controller import Controller
+from oc_outpost.core.errors import BadRequest, UserError
 from oc_outpost.telegram import callbacks, render
 from oc_outpost.telegram.formatted import plain
 from oc_outpost.telegram.view import TelegramChat
@@ -102,11 +101,8 @@ def _args(context: ContextTypes.DEFAULT_TYPE) -> str:
 
 
 class Handlers:
-    def __init__(
-        self, outpost: Outpost, commands: Commands, chat: TelegramChat, policy: AccessPolicy
-    ) -> None:
-        self._outpost = outpost
-        self._commands = commands
+    def __init__(self, controller: Controller, chat: TelegramChat, policy: AccessPolicy) -> None:
+        self._controller = controller
         self._chat = chat
         self._policy = policy
 
@@ -173,7 +169,7 @@ class Handlers:
     async def _guarded(self, topic: int | None, work: Awaitable[None]) -> None:
         try:
             await work
-        except CommandError as exc:
+        except UserError as exc:
             await self._reply(topic, f"❌ {exc}")
 
     def _background(
@@ -203,13 +199,13 @@ class Handlers:
             await self._reply(None, "Usage: /new <name> (1-64 of A-Z a-z 0-9 . _ -)")
             return
         name = (context.args or [""])[0]
-        self._background(context, update, None, self._commands.new(name))
+        self._background(context, update, None, self._controller.new(name))
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
         if topic is None:
             text = render.GENERAL_HELP
-        elif self._outpost.bindings.by_topic(topic) is None:
+        elif not self._controller.is_linked(topic):
             text = render.UNBOUND_TOPIC_HELP
         else:
             text = render.TOPIC_HELP
@@ -226,7 +222,7 @@ class Handlers:
 
     async def projects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        entries = self._commands.projects()
+        entries = self._controller.projects()
         shown = entries[:PROJECT_BUTTONS]
         buttons = [
             InlineKeyboardButton(
@@ -236,7 +232,7 @@ class Handlers:
             for e in shown
         ]
         rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-        text = render.projects_message(len(entries), str(self._commands.base))
+        text = render.projects_message(len(entries), str(self._controller.base))
         if len(entries) > len(shown):
             text += f"\n({len(entries) - len(shown)} more not shown.)"
         await self._chat.send(topic, plain(text), rows=rows or None)
@@ -246,7 +242,7 @@ class Handlers:
         self._background(context, update, topic, self._send_sessions(topic))
 
     async def _send_sessions(self, topic: int | None) -> None:
-        listing = await self._commands.sessions()
+        listing = await self._controller.sessions()
         shown = listing.entries[:SESSION_BUTTONS]
         rows = [
             [
@@ -262,21 +258,21 @@ class Handlers:
     async def connect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not await self._general_only(update, "/connect <project | session id>"):
             return
-        self._background(context, update, None, self._commands.connect(_args(context)))
+        self._background(context, update, None, self._controller.connect(_args(context)))
 
     async def disconnect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        self._background(context, update, topic, self._commands.disconnect(topic))
+        self._background(context, update, topic, self._controller.disconnect(topic))
 
     async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        self._background(context, update, topic, self._commands.link(topic, _args(context)))
+        self._background(context, update, topic, self._controller.link(topic, _args(context)))
 
     async def stream(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
 
         async def toggle() -> None:
-            enabled = await self._commands.toggle_stream(topic, _args(context))
+            enabled = await self._controller.toggle_stream(topic, _args(context))
             state = (
                 "ON: progress is shown live, then the answer"
                 if enabled
@@ -290,14 +286,14 @@ class Handlers:
         topic = self._where(update)
 
         async def show() -> None:
-            info = await self._commands.session_info(topic)
+            info = await self._controller.session_info(topic)
             await self._chat.send(topic, render.session_message(info))
 
         self._background(context, update, topic, show())
 
     async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        report = await self._commands.status()
+        report = await self._controller.status()
         await self._chat.send(topic, render.status_message(report, self._chat.budget()))
 
     async def clear(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -305,7 +301,7 @@ class Handlers:
             return
 
         async def run() -> None:
-            report = await self._commands.clear()
+            report = await self._controller.clear()
             await self._reply(None, render.clear_message(report))
 
         self._background(context, update, None, run())
@@ -315,7 +311,7 @@ class Handlers:
         user = update.effective_user
 
         async def run() -> None:
-            await self._reply(topic, await self._commands.cancel(topic, who(user)))
+            await self._reply(topic, await self._controller.cancel(topic, who(user)))
 
         await self._guarded(topic, run())
 
@@ -332,7 +328,7 @@ class Handlers:
                 "the project's topic. /help lists everything.",
             )
             return
-        self._background(context, update, topic, self._commands.message(topic, message.text))
+        self._background(context, update, topic, self._controller.message(topic, message.text))
 
     async def file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -355,18 +351,18 @@ class Handlers:
         else:
             return
         if size is not None and size > MAX_DOWNLOAD_BYTES:
-            raise CommandError("That file is over 20 MB, the most a bot can download.")
+            raise BadRequest("That file is over 20 MB, the most a bot can download.")
         telegram_file = await message.get_bot().get_file(file_id)
         data = bytes(await telegram_file.download_as_bytearray())
         attachment = Attachment(name, file_mime(name, mime, data), data)
-        await self._commands.message(topic, message.caption or "", [attachment])
+        await self._controller.message(topic, message.caption or "", [attachment])
 
     async def topic_created(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None
         if message.message_thread_id is not None:
             self._background(
-                context, update, None, self._commands.topic_created(message.message_thread_id)
+                context, update, None, self._controller.topic_created(message.message_thread_id)
             )
 
     # --- buttons ------------------------------------------------------------------------------
@@ -381,21 +377,21 @@ class Handlers:
             topic = None
         match callbacks.parse(query.data):
             case callbacks.PermissionPress(token, choice):
-                answer = await self._outpost.answer_permission(token, choice, person)
+                answer = await self._controller.answer_permission(token, choice, person)
             case callbacks.QuestionPress(token, option):
-                answer = await self._outpost.answer_question(token, option, person)
+                answer = await self._controller.answer_question(token, option, person)
             case callbacks.StopPress(session_id):
-                answer = await self._outpost.abort(session_id, person)
+                answer = await self._controller.stop_turn(session_id, person)
             case callbacks.LinkPress(key) if topic is not None and message is not None:
-                work = self._commands.choose(topic, key, person, message.message_id)
+                work = self._controller.choose(topic, key, person, message.message_id)
                 answer = "Linking…"
                 self._background(context, update, topic, work)
             case callbacks.OpenPress(key):
                 answer = "Opening…"
-                self._background(context, update, topic, self._commands.open_project(key))
+                self._background(context, update, topic, self._controller.open_project(key))
             case callbacks.ConnectPress(session_id):
                 answer = "Connecting…"
-                self._background(context, update, None, self._commands.connect(session_id))
+                self._background(context, update, None, self._controller.connect(session_id))
             case _:
                 answer = "This button is no longer valid."
         await self._chat.answer_callback(query.id, answer)

@@ -42,7 +42,7 @@ from telegram import Bot
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.warnings import PTBDeprecationWarning
 
-from oc_outpost.core.ports import TopicGone
+from oc_outpost.core.chat import TopicGone
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from oc_outpost.core.chat import HistoryEntry
-from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt
+from oc_outpost.core.chat import HistoryEntry, PermissionPrompt, QuestionPrompt
 from oc_outpost.core.replies import (
     ClearReport,
     SessionEntry,

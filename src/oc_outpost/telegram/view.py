@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
 from telegram.error import BadRequest
 
-from oc_outpost.core.chat import HistoryEntry, ProjectEntry
-from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt, TopicGone
+from oc_outpost.core.chat import (
+    GoneTopics,
+    HistoryEntry,
+    PermissionPrompt,
+    ProjectEntry,
+    QuestionPrompt,
+    TopicGone,
+)
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.telegram import callbacks
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
@@ -72,16 +78,18 @@ def _not_modified(exc: BadRequest) -> bool:
 
 class TelegramChat:
     def __init__(
-        self, outbox: Outbox, chat_id: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        outbox: Outbox,
+        chat_id: int,
+        gone_topics: GoneTopics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._chat_id = chat_id
+        self._gone_topics = gone_topics  # core unlinks the topics reported there
         self._clock = clock
         self._progress: dict[int, _Progress] = {}  # by turn id
-        # Core's reaction to a topic deleted in the app (unbind, tell General); set by the app.
-        self.topic_gone: Callable[[int], Coroutine[Any, Any, None]] | None = None
-        self._gone: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- topics and notices ---------------------------------------------------------------
 
@@ -126,17 +134,8 @@ class TelegramChat:
 
     def _report_gone(self, topic_id: int | None) -> None:
         """Tell core (once) that a topic no longer exists; the caller still gets TopicGone."""
-        if topic_id is None or topic_id in self._gone or self.topic_gone is None:
-            return
-        self._gone.add(topic_id)
-        task = asyncio.create_task(self.topic_gone(topic_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._gone_handled)
-
-    def _gone_handled(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("unlinking a deleted topic failed", exc_info=task.exception())
+        if topic_id is not None:
+            self._gone_topics.report(topic_id)
 
     async def notify(self, topic_id: int | None, text: str) -> None:
         await self.send(topic_id, plain(text))

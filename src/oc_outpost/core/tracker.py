@@ -1,4 +1,6 @@
-"""Turns in flight: OpenCode events folded per session, shown live, finished on idle."""
+"""Turns in flight: OpenCode events folded per session (core/turn.py), shown live, finished on
+idle. A turn is written in the journal when it starts and crossed out once its final answer was
+delivered (or its topic is gone), so a restart delivers what is still owed."""
 
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from typing import Any
 
 from oc_outpost.core import turn as turns
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Chat
+from oc_outpost.core.chat import ChatPort, TopicGone
+from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
-from oc_outpost.core.ports import TopicGone
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
@@ -32,22 +34,24 @@ class ActiveTurn:
     snapshot: TurnSnapshot
 
 
-class TurnRouter:
+class TurnTracker:
     def __init__(
         self,
-        chat: Chat,
+        chat: ChatPort,
         bindings: Bindings,
+        journal: TurnJournal,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._chat = chat
         self._bindings = bindings
+        self._journal = journal
         self._clock = clock
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -84,12 +88,13 @@ class TurnRouter:
         active = self._turns.pop(session_id, None)
         if active is None:
             await self._chat.notify(topic_id, f"❌ {message}")
+            await self._journal.finished(session_id)
             return
         self._remember_user_messages(active.snapshot)
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
         )
-        await self._chat.show_final(topic_id, failed, streaming=active.streaming)
+        await self._deliver(topic_id, failed, streaming=active.streaming)
 
     async def abort(self, session_id: str) -> str:
         active = self._turns.get(session_id)
@@ -138,7 +143,7 @@ class TurnRouter:
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=error, finished_at=self._clock()
         )
-        self._spawn(self._chat.show_final(active.topic_id, failed, streaming=active.streaming))
+        self._spawn(self._deliver(active.topic_id, failed, streaming=active.streaming))
 
     async def on_event(self, client: OpenCodeClient, event: ev.Event) -> None:
         session_id = getattr(event, "session_id", None)
@@ -200,19 +205,27 @@ class TurnRouter:
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
+        if await self._deliver(active.topic_id, snapshot, streaming=active.streaming):
+            await self.namer.after_turn(snapshot.session_id, active.client)
+
+    async def _deliver(self, topic_id: int, snapshot: TurnSnapshot, *, streaming: bool) -> bool:
+        """Hand the final answer to the chat; the journal entry goes once it is delivered (or
+        its topic is gone). Any other failure leaves it for the next start to deliver."""
         try:
-            await self._chat.show_final(active.topic_id, snapshot, streaming=active.streaming)
+            await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked
             log.info("the answer of %s has no topic to go to any more", snapshot.session_id)
-            return
-        await self.namer.after_turn(snapshot.session_id, active.client)
+            await self._journal.finished(snapshot.session_id)
+            return False
+        await self._journal.finished(snapshot.session_id)
+        return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivering a final answer failed", exc_info=task.exception())

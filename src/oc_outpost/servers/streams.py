@@ -1,24 +1,25 @@
-"""One OpenCode event stream per running instance, dispatching typed events to core.
+"""One OpenCode event stream per instance, delivering typed events to core's listener.
 
 Per-project servers are followed on `/global/event` (every directory, heartbeats for the
 watchdog). A project of the shared server has a client with `directory` set and is followed on
 `/event?directory=<project>`: only that project's events, so the shared server's projects never
 see each other's events twice.
 
-Hooks (set with `configure`): `on_activity(instance_id)` for every event but heartbeats (the idle
-clock), `after_event(instance_id, event)` once core handled it (the turn journal), and
-`on_reconnect(instance_id, client)` after a connection came back (reconcile: nothing is replayed).
+Every event but heartbeats counts as activity of its instance (`last_activity`, read by the
+instance manager's idle clock); after a reconnect the listener catches up (nothing is replayed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.stream import DEFAULT_BACKOFF, DEFAULT_PATH, EventStream
+from oc_outpost.servers.listener import ServerListener
 
 log = logging.getLogger(__name__)
 
@@ -26,47 +27,34 @@ CONNECT_TIMEOUT_S = 10.0
 DEFAULT_WATCHDOG_S = 30.0
 DIRECTORY_PATH = "/event"
 
-Dispatch = Callable[[str, OpenCodeClient, ev.Event], Awaitable[None]]
-Reconnected = Callable[[str, OpenCodeClient], Awaitable[None]]
-Activity = Callable[[str], None]
-AfterEvent = Callable[[str, ev.Event], Awaitable[None]]
-
 _NOT_ACTIVITY = (ev.ServerHeartbeat, ev.ServerConnected)
 
 
 class EventStreams:
     def __init__(
         self,
-        dispatch: Dispatch,
+        listener: ServerListener,
         *,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._dispatch = dispatch
+        self._listener = listener
         self._watchdog_s = watchdog_s
         self._backoff = tuple(backoff)
-        self._on_reconnect: Reconnected | None = None
-        self._on_activity: Activity | None = None
-        self._after_event: AfterEvent | None = None
+        self._clock = clock
         self._streams: dict[str, EventStream] = {}
-
-    def configure(
-        self,
-        *,
-        watchdog_s: float | None = None,
-        on_reconnect: Reconnected | None = None,
-        on_activity: Activity | None = None,
-        after_event: AfterEvent | None = None,
-    ) -> None:
-        """Set the hooks (and the watchdog) for streams opened from now on."""
-        if watchdog_s is not None:
-            self._watchdog_s = watchdog_s
-        self._on_reconnect = on_reconnect or self._on_reconnect
-        self._on_activity = on_activity or self._on_activity
-        self._after_event = after_event or self._after_event
+        self._last_activity: dict[str, float] = {}
 
     def stream(self, instance_id: str) -> EventStream | None:
         return self._streams.get(instance_id)
+
+    def last_activity(self, instance_id: str) -> float | None:
+        """When the instance's stream last carried agent activity (clock of the constructor)."""
+        return self._last_activity.get(instance_id)
+
+    def record_activity(self, instance_id: str) -> None:
+        self._last_activity[instance_id] = self._clock()
 
     async def ensure(self, instance_id: str, client: OpenCodeClient) -> None:
         """Subscribe to the instance (once) and wait until connected, so no event is missed."""
@@ -83,17 +71,16 @@ class EventStreams:
         await self.ensure(instance_id, client)
 
     def _open(self, instance_id: str, client: OpenCodeClient) -> EventStream:
+        listener = self._listener
+
         async def on_event(event: ev.Event) -> None:
-            if self._on_activity is not None and not isinstance(event, _NOT_ACTIVITY):
-                self._on_activity(instance_id)
-            await self._dispatch(instance_id, client, event)
-            if self._after_event is not None:
-                await self._after_event(instance_id, event)
+            if not isinstance(event, _NOT_ACTIVITY):
+                self.record_activity(instance_id)
+            await listener.on_event(instance_id, client, event)
 
         async def on_reconnect() -> None:
             log.info("event stream of %s reconnected; reconciling", instance_id)
-            if self._on_reconnect is not None:
-                await self._on_reconnect(instance_id, client)
+            await listener.on_reconnect(instance_id, client)
 
         stream = EventStream(
             client,

@@ -9,9 +9,10 @@ restart core asks the server what it missed:
 * `GET /permission` and `GET /question`: requests asked meanwhile get their buttons (approvals
   skip the ones already shown).
 
-Per instance, one reconciliation runs at a time, and a turn is removed from the router before its
-final answer is sent, so a final is never delivered twice. After a bot restart, the turn journal
-names the turns that were open; `recover()` settles each of them the same way.
+Per instance, one reconciliation runs at a time, and a turn is removed from the tracker before
+its final answer is sent, so a final is never delivered twice. After a bot restart,
+`StartupRecovery` settles the turns the journal names the same way, and follows the servers that
+were found running again.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.journal import TurnJournal
-from oc_outpost.core.turns import TurnRouter
-from oc_outpost.core.types import TopicBinding
+from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.model import InstanceKind, TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import EventParseError, OpenCodeError
 from oc_outpost.opencode.wire import MessageWithParts
-from oc_outpost.orchestrator.manager import InstanceError
+from oc_outpost.servers.errors import InstanceError
+from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +45,20 @@ CUT_OFF = (
 )
 NO_ANSWER = "OpenCode has no answer for this turn (it stopped first). Send your message again."
 
-Connect = Callable[[TopicBinding], Awaitable[tuple[str, OpenCodeClient]]]
-
 
 class Reconciler:
     def __init__(
         self,
         *,
         bindings: Bindings,
-        turns: TurnRouter,
+        turns: TurnTracker,
         approvals: Approvals,
         journal: TurnJournal,
-        connect: Connect,
     ) -> None:
         self._bindings = bindings
         self._turns = turns
         self._approvals = approvals
         self._journal = journal
-        self._connect = connect  # binding -> (instance id, client), the server started if needed
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def reconcile(self, instance_id: str, client: OpenCodeClient) -> None:
@@ -76,36 +75,16 @@ class Reconciler:
                     await self._settle(binding, client, busy=busy)
             await self._show_requests(instance_id, client, bound)
 
-    async def recover(self) -> None:
-        """At start-up: settle the turns the previous run left open (delivering the finals of
-        those that ended while the bot was down)."""
-        by_binding: dict[tuple[str, str], list[TopicBinding]] = defaultdict(list)
-        for record in await self._journal.load():
-            binding = self._bindings.by_session(record.session_id)
-            if binding is None:
-                await self._journal.finished(record.session_id)
-                continue
-            by_binding[(binding.instance_id or "", binding.project_path)].append(binding)
-        await asyncio.gather(*(self._recover_group(group) for group in by_binding.values()))
-
-    async def _recover_group(self, bindings: Sequence[TopicBinding]) -> None:
-        try:
-            instance_id, client = await self._connect(bindings[0])
-            async with self._locks[instance_id]:
-                statuses = await client.session_status()
-                for binding in bindings:
-                    busy = (binding.session_id or "") in statuses
-                    await self._settle(binding, client, busy=busy)
-                await self._show_requests(instance_id, client, bindings)
-        except (InstanceError, OpenCodeError, OSError, TimeoutError) as exc:
-            log.warning("could not recover the turns of %s: %s", bindings[0].project_path, exc)
+    async def settle(
+        self, instance_id: str, client: OpenCodeClient, bindings: Sequence[TopicBinding]
+    ) -> None:
+        """Settle the turns of ``bindings`` (all served by the instance) from its status."""
+        async with self._locks[instance_id]:
+            statuses = await client.session_status()
             for binding in bindings:
-                await self._turns.fail(
-                    binding.session_id or "",
-                    binding.topic_id,
-                    f"The bot restarted during this turn and OpenCode is not available: {exc}",
-                )
-                await self._journal.finished(binding.session_id or "")
+                busy = (binding.session_id or "") in statuses
+                await self._settle(binding, client, busy=busy)
+            await self._show_requests(instance_id, client, bindings)
 
     async def _settle(self, binding: TopicBinding, client: OpenCodeClient, *, busy: bool) -> None:
         if busy:
@@ -164,3 +143,76 @@ def _as_event(event_type: str, properties: dict[str, Any]) -> ev.Event | None:
     except EventParseError as exc:
         log.warning("pending %s not understood: %s", event_type, exc)
         return None
+
+
+class StartupRecovery:
+    """After a bot restart: deliver what the previous run still owed (the journal's turns),
+    then follow the servers found running again and catch up with them."""
+
+    def __init__(
+        self,
+        *,
+        reconciler: Reconciler,
+        registry: ServerRegistry,
+        bindings: Bindings,
+        tracker: TurnTracker,
+        journal: TurnJournal,
+    ) -> None:
+        self._reconciler = reconciler
+        self._registry = registry
+        self._bindings = bindings
+        self._tracker = tracker
+        self._journal = journal
+
+    async def run(self) -> None:
+        await self.recover_open_turns()
+        await self.follow_running()
+
+    async def recover_open_turns(self) -> None:
+        by_server: dict[tuple[str, str], list[TopicBinding]] = defaultdict(list)
+        for record in await self._journal.load():
+            binding = self._bindings.by_session(record.session_id)
+            if binding is None:
+                await self._journal.finished(record.session_id)
+                continue
+            by_server[(binding.instance_id or "", binding.project_path)].append(binding)
+        await asyncio.gather(*(self._recover_group(group) for group in by_server.values()))
+
+    async def _recover_group(self, bindings: Sequence[TopicBinding]) -> None:
+        first = bindings[0]
+        try:
+            running = await self._registry.connect(first.instance_id, Path(first.project_path))
+            await self._reconciler.settle(running.info.id, running.client, bindings)
+        except (InstanceError, OpenCodeError, OSError, TimeoutError) as exc:
+            log.warning("could not recover the turns of %s: %s", first.project_path, exc)
+            for binding in bindings:
+                await self._tracker.fail(
+                    binding.session_id or "",
+                    binding.topic_id,
+                    f"The bot restarted during this turn and OpenCode is not available: {exc}",
+                )
+
+    async def follow_running(self) -> None:
+        """Servers found running at start-up (adopted or discovered): follow their bound
+        sessions again and catch up (turns that ran or ended meanwhile, approvals asked)."""
+        seen: set[tuple[str, str]] = set()
+        for binding in self._bindings.all():
+            key = (binding.instance_id or "", binding.project_path)
+            kind = self._registry.kind(binding.instance_id)
+            if key in seen or kind == InstanceKind.EXTERNAL:
+                continue  # external servers are followed by their registration
+            seen.add(key)
+            if not self._runs_now(binding, kind):
+                continue  # a stopped server is woken by the next message, not now
+            try:
+                running = await self._registry.connect(
+                    binding.instance_id, Path(binding.project_path)
+                )
+                await self._reconciler.reconcile(running.info.id, running.client)
+            except (InstanceError, OpenCodeError, TimeoutError) as exc:
+                log.warning("following %s again failed: %s", binding.project_path, exc)
+
+    def _runs_now(self, binding: TopicBinding, kind: InstanceKind) -> bool:
+        if kind == InstanceKind.DISCOVERED:
+            return self._registry.client(binding.instance_id) is not None
+        return self._registry.manager.is_running(Path(binding.project_path))

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 import httpx
 
-from oc_outpost.orchestrator.ports import is_port_free
+from oc_outpost.servers.pool import is_port_free
 
 HOST = "127.0.0.1"
 DEFAULT_USERNAME = "opencode"

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 WAKE_NOTICE_AFTER_S = 3.0
-WAKING_UP = "⏳ Waking up OpenCode for {name}… your message is sent as soon as it is ready."
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from oc_outpost.core.types import InstanceKind, InstanceState
+from oc_outpost.model import InstanceKind, InstanceState, SessionSummary
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,6 @@ class OrchestratorStatus:
 
 
 @dataclass(frozen=True)
-class SessionInfo:
-    """An OpenCode session offered by `/sessions` (times are UTC seconds)."""
-
-    session_id: str
-    title: str
-    directory: str
-    updated_at: int
-
-
-@dataclass(frozen=True)
 class DiscoveredServer:
     """An OpenCode server on this machine that the bot did not start."""
 
@@ -60,4 +50,4 @@ class DiscoveredServer:
     auth_required: bool  # protected by a password we do not know: listed, not usable
     version: str | None = None
     error: str | None = None
-    sessions: tuple[SessionInfo, ...] = ()
+    sessions: tuple[SessionSummary, ...] = ()

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import psutil
 
-from oc_outpost.core.types import InstanceInfo, InstanceKind, InstanceState
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState, SessionSummary
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeAuthError, OpenCodeError
-from oc_outpost.orchestrator.status import DiscoveredServer, SessionInfo
+from oc_outpost.servers.status import DiscoveredServer
 from oc_outpost.store.instances import InstanceStore
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Discovery:
             except OpenCodeError as exc:
                 return replace(base, version=health.version, error=str(exc))
         listed = tuple(
-            SessionInfo(s.id, s.title, s.directory, (s.time.updated or s.time.created) // 1000)
+            SessionSummary(s.id, s.title, s.directory, (s.time.updated or s.time.created) // 1000)
             for s in sessions
             if s.parent_id is None
         )

@@ -1,8 +1,8 @@
-"""InstanceManager and PortPool with fake server processes and fake OpenCode clients.
+"""InstanceManager, Supervisor and PortPool with fake server processes and fake clients.
 
 The real binary is exercised in tests/e2e/test_orchestration*.py; here every timing path
-(restart backoff, idle timeout, cap eviction, hung servers) runs instantly: the manager gets an
-injected clock and sleep, and `ManagedServer`/`OpenCodeClient` are replaced by fakes.
+(restart backoff, idle timeout, cap eviction, hung servers) runs instantly: the manager and the
+supervisor get an injected clock and sleep, and the spawn and client factories are fakes.
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from typing import Any
 
 import pytest
 
-from oc_outpost.core.types import InstanceKind, InstanceState
+from oc_outpost.model import InstanceKind, InstanceState
 from oc_outpost.opencode.errors import OpenCodeTimeout
-from oc_outpost.orchestrator import manager as manager_module
-from oc_outpost.orchestrator.managed import ServerStartError
-from oc_outpost.orchestrator.manager import (
-    InstanceBusy,
-    InstanceError,
-    InstanceManager,
-    ManagerConfig,
-    RunningInstance,
-    shared_view_id,
-)
-from oc_outpost.orchestrator.ports import PortPool, PortsExhausted
-from oc_outpost.orchestrator.process import is_opencode_command
+from oc_outpost.servers.errors import InstanceBusy, InstanceError
+from oc_outpost.servers.listener import RunningInstance
+from oc_outpost.servers.managed import ServerStartError
+from oc_outpost.servers.manager import InstanceManager, ManagerConfig
+from oc_outpost.servers.slots import shared_view_id
+from oc_outpost.servers.supervisor import Supervisor
+from oc_outpost.servers.pool import PortPool, PortsExhausted
+from oc_outpost.servers.process import is_opencode_command
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS
@@ -127,6 +123,30 @@ class FakeClient:
         self.closed = True
 
 
+class FakeStreams:
+    """The event streams as the manager uses them: which instances are followed, activity."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.followed: set[str] = set()
+        self.activity: dict[str, float] = {}
+
+    def record_activity(self, instance_id: str) -> None:
+        self.activity[instance_id] = self.clock()
+
+    def last_activity(self, instance_id: str) -> float | None:
+        return self.activity.get(instance_id)
+
+    async def ensure(self, instance_id: str, client: object) -> None:
+        self.followed.add(instance_id)
+
+    async def restart(self, instance_id: str, client: object) -> None:
+        self.followed.add(instance_id)
+
+    async def drop(self, instance_id: str) -> None:
+        self.followed.discard(instance_id)
+
+
 class Listener:
     def __init__(self) -> None:
         self.busy: set[str] = set()
@@ -134,6 +154,12 @@ class Listener:
 
     def is_busy(self, instance_id: str) -> bool:
         return instance_id in self.busy
+
+    async def on_event(self, instance_id: str, client: object, event: object) -> None:
+        self.events.append(("event", event))
+
+    async def on_reconnect(self, instance_id: str, client: object) -> None:
+        self.events.append(("reconnect", instance_id))
 
     async def instance_down(self, instance_ids: Sequence[str], reason: str) -> None:
         self.events.append(("down", (tuple(instance_ids), reason)))
@@ -164,10 +190,13 @@ class Sleeps:
 
     def __init__(self) -> None:
         self.delays: list[float] = []
+        self.gate: asyncio.Event | None = None  # set: backoff sleeps wait for it
 
     async def __call__(self, delay: float) -> None:
         if delay >= FOREVER:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         self.delays.append(delay)
         await asyncio.sleep(0)
 
@@ -175,6 +204,8 @@ class Sleeps:
 @dataclass
 class Rig:
     manager: InstanceManager
+    supervisor: Supervisor
+    streams: FakeStreams
     world: World
     store: InstanceStore
     listener: Listener
@@ -190,18 +221,11 @@ class Rig:
     async def settle(self) -> None:
         """Wait for the manager's background work (restarts) to finish."""
         async with asyncio.timeout(5):
-            while self.manager._tasks:
-                await asyncio.wait(set(self.manager._tasks))
+            await self.supervisor.settle()
 
 
-async def make_rig(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **config: Any
-) -> AsyncIterator[Rig]:
+async def make_rig(tmp_path: Path, **config: Any) -> AsyncIterator[Rig]:
     world = World()
-    monkeypatch.setattr(manager_module, "ManagedServer", FakeServerFactory(world))
-    monkeypatch.setattr(
-        manager_module, "OpenCodeClient", lambda base_url, **kw: FakeClient(world, base_url, **kw)
-    )
     db = await Database.open(tmp_path / "orchestrator.db", ORCHESTRATOR_MIGRATIONS)
     store = InstanceStore(db)
     settings: dict[str, Any] = {
@@ -215,33 +239,39 @@ async def make_rig(
         **config,
     }
     clock, sleeps, listener = Clock(), Sleeps(), Listener()
+    streams = FakeStreams(clock)
     manager = InstanceManager(
         ManagerConfig(**settings),
         store,
+        listener,  # type: ignore[arg-type]
+        streams,  # type: ignore[arg-type]
         clock=clock,
         sleep=sleeps,
         pool=PortPool(PORT_START, settings["pool_size"], is_free=world.port_free),
+        spawn=FakeServerFactory(world).start,
+        client_factory=lambda base_url, **kw: FakeClient(world, base_url, **kw),
     )
-    manager.set_listener(listener)
-    rig = Rig(manager, world, store, listener, clock, sleeps, tmp_path)
+    supervisor = Supervisor(manager, clock=clock, sleep=sleeps)
+    rig = Rig(manager, supervisor, streams, world, store, listener, clock, sleeps, tmp_path)
     try:
         yield rig
     finally:
+        await supervisor.stop()
         await manager.stop_all()
         await db.close()
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
-    async for value in make_rig(tmp_path, monkeypatch):
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async for value in make_rig(tmp_path):
         yield value
 
 
 @pytest.fixture
-async def shared_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+async def shared_rig(tmp_path: Path) -> AsyncIterator[Rig]:
     base = tmp_path / "projects"
     base.mkdir()
-    async for value in make_rig(tmp_path, monkeypatch, shared_dir=base):
+    async for value in make_rig(tmp_path, shared_dir=base):
         yield value
 
 
@@ -382,7 +412,7 @@ async def test_at_the_cap_the_least_recently_used_idle_server_is_stopped(rig: Ri
     rig.clock.now += 1
     b = await rig.manager.ensure_running(rig.project("b"))
     rig.clock.now += 1
-    rig.manager.touch(a.info.id)  # a is now more recent than b
+    rig.streams.record_activity(a.info.id)  # a is now more recent than b
 
     c = await rig.manager.ensure_running(rig.project("c"))
 
@@ -411,9 +441,11 @@ async def test_busy_servers_are_never_evicted_and_the_user_is_told(rig: Rig) -> 
 async def test_a_crashed_server_is_restarted_under_the_same_id(rig: Rig) -> None:
     first = await rig.manager.ensure_running(rig.project("demo"))
     assert first.server is not None
+    await rig.streams.ensure(first.info.id, first.client)
     rig.world.servers[0].alive = False  # kill -9
 
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
+    assert first.info.id not in rig.streams.followed  # the dead server's stream is dropped
     await rig.settle()
 
     back = rig.manager.get(first.info.id)
@@ -423,6 +455,7 @@ async def test_a_crashed_server_is_restarted_under_the_same_id(rig: Rig) -> None
     assert rig.sleeps.delays == [1.0]
     assert rig.listener.kinds() == ["down", "up"]
     assert "exited with code -9" in str(rig.listener.events[0][1])
+    assert first.info.id in rig.streams.followed  # reconnected before core was told
 
 
 async def test_restarts_back_off_then_give_up_in_error_state(rig: Rig) -> None:
@@ -430,7 +463,7 @@ async def test_restarts_back_off_then_give_up_in_error_state(rig: Rig) -> None:
     rig.world.servers[0].alive = False
     rig.world.start_failures = 5
 
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
     await rig.settle()
 
     assert rig.sleeps.delays == [1.0, 2.0, 4.0, 8.0, 16.0]
@@ -446,14 +479,10 @@ async def test_restarts_back_off_then_give_up_in_error_state(rig: Rig) -> None:
 async def test_a_message_during_the_backoff_starts_the_server_at_once(rig: Rig) -> None:
     demo = rig.project("demo")
     first = await rig.manager.ensure_running(demo)
-    gate = asyncio.Event()
-
-    async def slow_sleep(delay: float) -> None:
-        await gate.wait()  # the restart is waiting for its backoff
-
-    rig.manager._sleep = slow_sleep
+    gate = asyncio.Event()  # the restart is waiting for its backoff
+    rig.sleeps.gate = gate
     rig.world.servers[0].alive = False
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
 
     woken = await rig.manager.ensure_running(demo)
     gate.set()
@@ -470,10 +499,10 @@ async def test_a_hung_server_is_restarted_after_failing_health_checks_for_15_s(r
     rig.world.unhealthy.add(first.info.port)
 
     for _ in range(3):
-        await rig.manager.check_now()
+        await rig.supervisor.check_now()
         rig.clock.now += 5
     assert rig.listener.kinds() == []  # slow answers for a while are not a crash
-    await rig.manager.check_now()  # 4 failures over 15 s
+    await rig.supervisor.check_now()  # 4 failures over 15 s
     rig.world.unhealthy.clear()
     await rig.settle()
 
@@ -488,14 +517,14 @@ async def test_a_hung_server_is_restarted_after_failing_health_checks_for_15_s(r
 async def test_an_idle_server_is_stopped_and_activity_postpones_it(rig: Rig) -> None:
     running = await rig.manager.ensure_running(rig.project("demo"))
     rig.clock.now += 59
-    rig.manager.touch(running.info.id)  # an agent event
+    rig.streams.record_activity(running.info.id)  # an agent event
     rig.clock.now += 59
 
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
     assert rig.manager.get(running.info.id) is not None
 
     rig.clock.now += 2
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
     assert rig.manager.get(running.info.id) is None
     assert rig.listener.kinds() == ["stopped"]
     assert rig.world.servers[0].stopped_with == 5.0  # SIGTERM, 5 s, SIGKILL
@@ -515,7 +544,7 @@ async def test_a_busy_or_waiting_server_is_never_stopped_for_idleness(rig: Rig, 
         rig.world.permissions[""] = [object()]
     rig.clock.now += 600
 
-    await rig.manager.check_now()
+    await rig.supervisor.check_now()
 
     assert rig.manager.get(running.info.id) is not None
     assert rig.listener.kinds() == []
@@ -546,7 +575,7 @@ async def test_shared_mode_crash_tells_every_project(shared_rig: Rig) -> None:
     b = await shared_rig.manager.ensure_running(shared_rig.project("other"))
     shared_rig.world.servers[0].alive = False
 
-    await shared_rig.manager.check_now()
+    await shared_rig.supervisor.check_now()
     await shared_rig.settle()
 
     down = shared_rig.listener.events[0]

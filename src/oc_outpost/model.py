@@ -1,4 +1,9 @@
-"""Plain data shared across layers: instances and topic bindings."""
+"""The shared vocabulary of every layer: servers (instances), topic bindings, session summaries.
+
+A leaf: it imports nothing of ours. An *instance* is one OpenCode server the bot can talk to, of
+one of three kinds: managed (started and supervised by the bot), discovered (found running on
+this machine) or external (registered over the HTTP API). Times are UTC seconds.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +63,13 @@ class TopicBinding:
     instance_id: str | None = None
     streaming_enabled: bool = True
     topic_name_updated: bool = False
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """An OpenCode session as listed by a server (for `/sessions` and `/connect`)."""
+
+    session_id: str
+    title: str
+    directory: str
+    updated_at: int
