@@ -22,10 +22,10 @@ from oc_outpost.servers.errors import InstanceBusy, InstanceError
 from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.servers.managed import ServerStartError
 from oc_outpost.servers.manager import InstanceManager, ManagerConfig
-from oc_outpost.servers.slots import shared_view_id
-from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.servers.pool import PortPool, PortsExhausted
 from oc_outpost.servers.process import is_opencode_command
+from oc_outpost.servers.slots import shared_view_id
+from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS
