@@ -18,11 +18,13 @@ from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
+from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.servers.discovery import Discovery
 from oc_outpost.servers.manager import InstanceManager, ManagerConfig
 from oc_outpost.servers.registry import ServerRegistry
@@ -168,6 +170,7 @@ class Core:
     supervisor: Supervisor
     bindings: Bindings
     catalog: SessionCatalog
+    journal: TurnJournal
 
 
 def build_core(
@@ -218,8 +221,12 @@ def build_core(
         tracker=tracker,
         approvals=approvals,
         linker=linker,
+        prompter=Prompter(registry, tracker, chat),
         catalog=catalog,
         registrations=Registrations(registry, bindings, linker, chat, s.project_base_path),
+        unlinker=Unlinker(
+            chat=chat, bindings=bindings, registry=registry, tracker=tracker, approvals=approvals
+        ),
         recovery=StartupRecovery(
             reconciler=reconciler,
             registry=registry,
@@ -230,7 +237,7 @@ def build_core(
         gone_topics=gone_topics,
     )
 
-    return Core(controller, registry, supervisor, bindings, catalog)
+    return Core(controller, registry, supervisor, bindings, catalog, journal)
 
 
 def manager_config(s: Settings) -> ManagerConfig:

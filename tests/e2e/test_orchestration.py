@@ -159,7 +159,7 @@ async def test_bot_restart_adopts_the_running_server_and_delivers_a_missed_final
     llm.when("long", Text(answer, chunk_size=4, delay_s=0.3))
     await first.say("long task", topic)
     await first.wait_message(topic, lambda m: (m.text or "").startswith("⏳ Working"))
-    journal = first.running_app.journal
+    journal = first.running_app.core.journal
     await eventually(lambda: journal.is_open(session_id), "the turn in the journal")
 
     await first.stop()  # the bot goes away, its server keeps working

@@ -10,9 +10,9 @@ import pytest
 
 from oc_outpost.core import turn as turns
 from oc_outpost.core.chat import Attachment
-from oc_outpost.core.controller import prompt_parts
 from oc_outpost.core.naming import is_placeholder, topic_name
 from oc_outpost.core.projects import find_project, list_projects, project_key
+from oc_outpost.core.prompting import prompt_parts
 from oc_outpost.core.sessions import history_tail
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.opencode import events as ev

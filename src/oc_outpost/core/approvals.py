@@ -16,7 +16,7 @@ from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeNotFound
-from oc_outpost.store.pending import PendingKind, PendingRequest, PendingStore
+from oc_outpost.store.pending import PendingKind, PendingRequest, PendingStatus, PendingStore
 
 log = logging.getLogger(__name__)
 
@@ -85,45 +85,58 @@ class Approvals:
     async def _ask_permission(
         self, instance_id: str, binding: TopicBinding, event: ev.PermissionAsked
     ) -> None:
-        if await self._pending.get_by_request_id(event.request_id) is not None:
-            return  # already shown
-        request = await self._pending.create(
-            kind=PendingKind.PERMISSION,
-            request_id=event.request_id,
-            session_id=event.session_id,
-            instance_id=instance_id,
-            chat_id=binding.chat_id,
-            topic_id=binding.topic_id,
-            payload={
-                "permission": event.permission,
-                "patterns": list(event.patterns),
-                "detail": permission_detail(event.metadata),
-            },
-        )
-        message_id = await self._chat.ask_permission(binding.topic_id, permission_prompt(request))
-        await self._pending.set_message_id(request.token, message_id)
+        request = await self._pending.get_by_request_id(event.request_id)
+        if request is None:
+            request = await self._pending.create(
+                kind=PendingKind.PERMISSION,
+                request_id=event.request_id,
+                session_id=event.session_id,
+                instance_id=instance_id,
+                chat_id=binding.chat_id,
+                topic_id=binding.topic_id,
+                payload={
+                    "permission": event.permission,
+                    "patterns": list(event.patterns),
+                    "detail": permission_detail(event.metadata),
+                },
+            )
+        await self._show(request)
 
     async def _ask_question(
         self, instance_id: str, binding: TopicBinding, event: ev.QuestionAsked
     ) -> None:
-        if not event.questions or await self._pending.get_by_request_id(event.request_id):
+        if not event.questions:
             return
-        question = event.questions[0]
-        request = await self._pending.create(
-            kind=PendingKind.QUESTION,
-            request_id=event.request_id,
-            session_id=event.session_id,
-            instance_id=instance_id,
-            chat_id=binding.chat_id,
-            topic_id=binding.topic_id,
-            payload={
-                "question": question.question,
-                "header": question.header,
-                "options": [option.label for option in question.options],
-                "count": len(event.questions),
-            },
-        )
-        message_id = await self._chat.ask_question(binding.topic_id, question_prompt(request))
+        request = await self._pending.get_by_request_id(event.request_id)
+        if request is None:
+            question = event.questions[0]
+            request = await self._pending.create(
+                kind=PendingKind.QUESTION,
+                request_id=event.request_id,
+                session_id=event.session_id,
+                instance_id=instance_id,
+                chat_id=binding.chat_id,
+                topic_id=binding.topic_id,
+                payload={
+                    "question": question.question,
+                    "header": question.header,
+                    "options": [option.label for option in question.options],
+                    "count": len(event.questions),
+                },
+            )
+        await self._show(request)
+
+    async def _show(self, request: PendingRequest) -> None:
+        """Post the request's buttons unless they are out already. A row without a message
+        (its send failed, or the bot died first) is sent again when OpenCode still asks."""
+        if request.message_id is not None or request.status != PendingStatus.PENDING:
+            return
+        if request.kind == PendingKind.PERMISSION:
+            message_id = await self._chat.ask_permission(
+                request.topic_id, permission_prompt(request)
+            )
+        else:
+            message_id = await self._chat.ask_question(request.topic_id, question_prompt(request))
         await self._pending.set_message_id(request.token, message_id)
 
     async def _answered_elsewhere(self, request_id: str) -> None:
@@ -154,9 +167,7 @@ class Approvals:
             await self._close(request, "⌛ Expired: OpenCode no longer waits for this.")
             return "This request has expired."
         except OpenCodeError as exc:
-            log.warning("permission reply failed: %s", exc)
-            await self._close(request, f"⚠️ OpenCode did not take the answer: {exc}")
-            return f"OpenCode did not take the answer: {exc}"
+            return await self._not_taken(request, exc)
         mark = "❌" if reply == "reject" else "✅"
         await self._close(request, f"{mark} {verb} by {who}.")
         return verb
@@ -186,11 +197,16 @@ class Approvals:
             await self._close(request, "⌛ Expired: OpenCode no longer waits for this.")
             return "This question has expired."
         except OpenCodeError as exc:
-            log.warning("question reply failed: %s", exc)
-            await self._close(request, f"⚠️ OpenCode did not take the answer: {exc}")
-            return f"OpenCode did not take the answer: {exc}"
+            return await self._not_taken(request, exc)
         await self._close(request, f"✅ {who} answered: {label}")
         return label
+
+    async def _not_taken(self, request: PendingRequest, exc: OpenCodeError) -> str:
+        """The answer did not reach OpenCode: the request stays open, its buttons stay, and
+        the person who pressed is told why (the press can simply be repeated)."""
+        log.warning("the answer to %s did not reach OpenCode: %s", request.request_id, exc)
+        await self._pending.reopen(request.token)
+        return f"OpenCode did not take the answer ({exc}); press again to retry."
 
     async def _client_or_expire(
         self, request: PendingRequest, clients: ClientLookup

@@ -9,8 +9,6 @@ stop servers nothing uses any more and close topics, whose history stays.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +17,7 @@ from pathlib import Path
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, ProjectEntry, TopicGone
-from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
+from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
 from oc_outpost.core.pickers import Pickers
@@ -32,23 +30,17 @@ from oc_outpost.core.projects import (
     resolve_inside,
     validate_name,
 )
+from oc_outpost.core.prompting import NOT_LINKED, Prompter
 from oc_outpost.core.recovery import StartupRecovery
 from oc_outpost.core.registration import Registration, Registrations
 from oc_outpost.core.replies import ClearReport, SessionInfo, SessionList, StatusReport
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
-from oc_outpost.opencode.errors import OpenCodeError, OpenCodeNotFound
-from oc_outpost.opencode.wire import FileInput, PromptPart, TextInput
-from oc_outpost.servers.errors import InstanceBusy
 from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
-
-WAKING_UP = "⏳ Waking up OpenCode for {name}… your message is sent as soon as it is ready."
-NOT_LINKED = (
-    "This topic is not linked to a project: /link <path> links it, or use /new <name> in General."
-)
 
 
 @dataclass(frozen=True)
@@ -69,8 +61,10 @@ class Controller:
         tracker: TurnTracker,
         approvals: Approvals,
         linker: Linker,
+        prompter: Prompter,
         catalog: SessionCatalog,
         registrations: Registrations,
+        unlinker: Unlinker,
         recovery: StartupRecovery,
         gone_topics: GoneTopics,
     ) -> None:
@@ -81,8 +75,10 @@ class Controller:
         self._tracker = tracker
         self._approvals = approvals
         self._linker = linker
+        self._prompter = prompter
         self._catalog = catalog
         self._registrations = registrations
+        self._unlinker = unlinker
         self._recovery = recovery
         self._gone_topics = gone_topics
         self._pickers = Pickers(chat, self.projects)
@@ -189,7 +185,7 @@ class Controller:
         if binding is None:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
             return
-        await self._prompt(binding, text, tuple(attachments))
+        await self._prompter.send(binding, text, tuple(attachments))
 
     async def topic_created(self, topic_id: int) -> None:
         """A person created a topic in the app: offer the picker right away."""
@@ -255,40 +251,9 @@ class Controller:
         held = self._pickers.take_held(topic_id)
         binding = self._bindings.by_topic(topic_id)
         if held is not None and binding is not None:
-            await self._prompt(binding, *held)
+            await self._prompter.send(binding, *held)
 
     # --- prompts ------------------------------------------------------------------------------
-
-    async def _prompt(
-        self, binding: TopicBinding, text: str, attachments: tuple[Attachment, ...]
-    ) -> None:
-        topic_id = binding.topic_id
-        session_id = binding.session_id
-        if session_id is None:
-            raise BadRequest(NOT_LINKED)
-        name = Path(binding.project_path).name
-
-        async def waking() -> None:
-            await self._chat.notify(topic_id, WAKING_UP.format(name=name))
-
-        try:
-            running = await self._registry.connect(
-                binding.instance_id, Path(binding.project_path), on_slow=waking
-            )
-        except InstanceBusy as exc:
-            raise Unavailable(str(exc)) from exc
-        except SERVER_ERRORS as exc:
-            raise Unavailable(f"OpenCode is not available: {exc}") from exc
-        client = running.client
-        if self._tracker.is_busy(session_id):
-            await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
-        else:
-            self._tracker.begin(binding, client)
-        try:
-            await client.prompt_async(session_id, prompt_parts(text, attachments))
-        except OpenCodeError as exc:
-            log.warning("prompt to %s failed: %s", session_id, exc)
-            await self._tracker.fail(session_id, topic_id, f"The prompt was not accepted: {exc}")
 
     async def stop_turn(self, session_id: str, who: str) -> str:
         """The Stop button: abort the session's running turn."""
@@ -359,81 +324,17 @@ class Controller:
     async def disconnect(self, topic_id: int | None) -> None:
         if topic_id is None:
             raise BadRequest("Use /disconnect inside the topic you want to disconnect.")
-        binding = self._require_binding(topic_id)
-        await self._release(binding, "the topic was disconnected")
-        await self._chat.notify(
-            topic_id,
-            f"🔌 Disconnected. The project files stay in {binding.project_path}. "
-            "This topic is now closed; its history stays.",
-        )
-        with contextlib.suppress(TopicGone):
-            await self._chat.close_topic(topic_id)
+        await self._unlinker.disconnect(self._require_binding(topic_id))
 
     async def clear(self) -> ClearReport:
-        """Unbind topics whose directory, session or server is gone; never touches files."""
-        removed: list[tuple[TopicBinding, str]] = []
-        bindings = self._bindings.all()
-        for binding in bindings:
-            reason = await self._stale_reason(binding)
-            if reason is None:
-                continue
-            removed.append((binding, reason))
-            await self._release(binding, reason)
-            with contextlib.suppress(TopicGone):
-                await self._chat.notify(
-                    binding.topic_id, f"🧹 Unlinked by /clear: {reason}. No file was touched."
-                )
-                await self._chat.close_topic(binding.topic_id)
-        return ClearReport(tuple(removed), len(bindings) - len(removed))
-
-    async def _stale_reason(self, binding: TopicBinding) -> str | None:
-        if not _is_dir(binding.project_path):
-            return f"its directory {binding.project_path} no longer exists"
-        if binding.session_id is None:
-            return "it has no OpenCode session"
-        kind = await self._registry.recorded_kind(binding.instance_id)
-        client = self._registry.client(binding.instance_id)
-        if kind is not None and kind != InstanceKind.MANAGED and client is None:
-            return f"its {kind} OpenCode server is gone"
-        if client is None:
-            return None  # a stopped managed server starts again on the next message
-        try:
-            await client.get_session(binding.session_id)
-        except OpenCodeNotFound:
-            return "its OpenCode session no longer exists"
-        except OpenCodeError as exc:
-            log.warning("could not check session %s: %s", binding.session_id, exc)
-        return None
+        return await self._unlinker.clear()
 
     async def topic_gone(self, topic_id: int) -> None:
-        """The topic was deleted in the app (a send found no thread): unbind it, say so."""
-        binding = self._bindings.by_topic(topic_id)
-        if binding is None:
-            return
-        await self._release(binding, "its topic was deleted")
-        name = Path(binding.project_path).name
-        await self._chat.notify(
-            None,
-            f"🗑 The topic of {name} was deleted, so it is unlinked. The project files stay in "
-            f"{binding.project_path}; /projects opens it again.",
-        )
+        await self._unlinker.topic_gone(topic_id)
 
     async def _release(self, binding: TopicBinding, reason: str) -> None:
-        """Unbind: stop its turn and pending approvals, release its server if nothing else
-        uses it (a managed one is stopped, an external one forgotten)."""
-        session_id = binding.session_id
-        if session_id is not None:
-            if self._tracker.is_busy(session_id):
-                await self._tracker.abort(session_id)
-                with contextlib.suppress(TopicGone):
-                    await self._tracker.fail(session_id, binding.topic_id, f"Stopped: {reason}.")
-            with contextlib.suppress(TopicGone):
-                await self._approvals.expire_session(session_id)
-        await self._bindings.unbind(binding.topic_id)
+        await self._unlinker.release(binding, reason)
         self._pickers.close(binding.topic_id)
-        instance_id = binding.instance_id
-        if instance_id and not self._bindings.by_instance(instance_id):
-            await self._registry.release(instance_id)
 
     # --- per-topic commands -------------------------------------------------------------------
 
@@ -489,26 +390,3 @@ class Controller:
 
     async def instances(self) -> list[InstanceInfo]:
         return await self._registry.all_instances()
-
-
-def _is_dir(path: str) -> bool:
-    return Path(path).is_dir()
-
-
-def prompt_parts(text: str, attachments: tuple[Attachment, ...]) -> list[PromptPart]:
-    """The prompt's parts: the text, then each file inline as a data: URL (nothing is written
-    to disk, so no file can land outside PROJECT_BASE_PATH)."""
-    parts: list[PromptPart] = [TextInput(text=text)] if text.strip() else []
-    for attachment in attachments:
-        encoded = base64.b64encode(attachment.data).decode("ascii")
-        parts.append(
-            FileInput(
-                mime=attachment.mime,
-                url=f"data:{attachment.mime};base64,{encoded}",
-                filename=attachment.filename,
-            )
-        )
-    return parts
-
-
-__all__ = ["Controller", "ControllerConfig", "UserError", "prompt_parts"]

@@ -12,6 +12,10 @@ Health checks, idle stops and crash restarts are the `Supervisor`'s (servers/sup
 taking over the servers of an earlier run is `adopt` here plus servers/adoption.py for orphans.
 The manager keeps each instance's event stream in step with its process (dropped when it stops,
 reconnected when it comes back) and tells core through the `ServerListener`.
+
+It is longer than our other rooms on purpose: it is the one owner of slot state (creation,
+admission and eviction, start, stop, crash marking, adoption, status), and splitting that state
+across modules would let two places change a slot.
 """
 
 from __future__ import annotations

@@ -144,6 +144,18 @@ class PendingStore:
         )
         return changed == 1
 
+    async def reopen(self, token: str) -> bool:
+        """Make an answered request pending again (its answer did not reach OpenCode)."""
+        changed = await self._db.execute(
+            """
+            UPDATE pending_requests
+            SET status = ?, decision = NULL, answered_by = NULL, updated_at = ?
+            WHERE token = ? AND status = ?
+            """,
+            (PendingStatus.PENDING.value, self._now(), token, PendingStatus.ANSWERED.value),
+        )
+        return changed == 1
+
     async def expire_for_session(self, session_id: str) -> int:
         """Mark every still-pending request of the session expired; returns how many."""
         return await self._db.execute(

@@ -1,0 +1,82 @@
+"""Prompting: text (and files) typed in a bound topic become the session's next prompt.
+
+The server is connected first (a stopped managed one is woken, with a notice when that takes a
+while); the turn is tracked before the prompt is sent so no event of it is missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+
+from oc_outpost.core.chat import Attachment, ChatPort
+from oc_outpost.core.errors import BadRequest, Unavailable
+from oc_outpost.core.linking import SERVER_ERRORS
+from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.model import TopicBinding
+from oc_outpost.opencode.errors import OpenCodeError
+from oc_outpost.opencode.wire import FileInput, PromptPart, TextInput
+from oc_outpost.servers.errors import InstanceBusy
+from oc_outpost.servers.registry import ServerRegistry
+
+log = logging.getLogger(__name__)
+
+WAKING_UP = "⏳ Waking up OpenCode for {name}… your message is sent as soon as it is ready."
+NOT_LINKED = (
+    "This topic is not linked to a project: /link <path> links it, or use /new <name> in General."
+)
+
+
+class Prompter:
+    def __init__(self, registry: ServerRegistry, tracker: TurnTracker, chat: ChatPort) -> None:
+        self._registry = registry
+        self._tracker = tracker
+        self._chat = chat
+
+    async def send(
+        self, binding: TopicBinding, text: str, attachments: tuple[Attachment, ...]
+    ) -> None:
+        topic_id = binding.topic_id
+        session_id = binding.session_id
+        if session_id is None:
+            raise BadRequest(NOT_LINKED)
+        name = Path(binding.project_path).name
+
+        async def waking() -> None:
+            await self._chat.notify(topic_id, WAKING_UP.format(name=name))
+
+        try:
+            running = await self._registry.connect(
+                binding.instance_id, Path(binding.project_path), on_slow=waking
+            )
+        except InstanceBusy as exc:
+            raise Unavailable(str(exc)) from exc
+        except SERVER_ERRORS as exc:
+            raise Unavailable(f"OpenCode is not available: {exc}") from exc
+        client = running.client
+        if self._tracker.is_busy(session_id):
+            await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
+        else:
+            self._tracker.begin(binding, client)
+        try:
+            await client.prompt_async(session_id, prompt_parts(text, attachments))
+        except OpenCodeError as exc:
+            log.warning("prompt to %s failed: %s", session_id, exc)
+            await self._tracker.fail(session_id, topic_id, f"The prompt was not accepted: {exc}")
+
+
+def prompt_parts(text: str, attachments: tuple[Attachment, ...]) -> list[PromptPart]:
+    """The prompt's parts: the text, then each file inline as a data: URL (nothing is written
+    to disk, so no file can land outside PROJECT_BASE_PATH)."""
+    parts: list[PromptPart] = [TextInput(text=text)] if text.strip() else []
+    for attachment in attachments:
+        encoded = base64.b64encode(attachment.data).decode("ascii")
+        parts.append(
+            FileInput(
+                mime=attachment.mime,
+                url=f"data:{attachment.mime};base64,{encoded}",
+                filename=attachment.filename,
+            )
+        )
+    return parts
