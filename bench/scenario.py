@@ -24,6 +24,7 @@ from telegram import Bot
 from telegram.request import HTTPXRequest
 from tests.rig.fake_telegram import Call, FakeTelegram
 
+from oc_outpost.core.chat import GoneTopics
 from oc_outpost.core.turn import ToolLine, TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import MINUTE_S, Clock, Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
@@ -138,7 +139,7 @@ async def run(
         fake.flood()  # Telegram's limits: 1 s per chat, 20 per minute per group, 30 per second
         outbox = make_outbox(bot, clock)
         outbox.start()
-        chat = TelegramChat(outbox, CHAT_ID, clock=clock.now)
+        chat = TelegramChat(outbox, CHAT_ID, GoneTopics(), clock=clock.now)
         started = clock.now()
         idle_at = started + scenario.stream_s
         turns = [StreamingTurn(t, i + 1, scenario, started) for i, t in enumerate(topics)]

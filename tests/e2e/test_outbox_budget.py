@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from oc_outpost.core.chat import PermissionPrompt
+from oc_outpost.core.chat import GoneTopics, PermissionPrompt
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import Clock, Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
@@ -55,7 +55,8 @@ async def rig() -> AsyncIterator[Rig]:
     outbox = Outbox(bot, Limits(), clock=clock)
     outbox.start()
     try:
-        yield Rig(fake, clock, outbox, TelegramChat(outbox, TEST_CHAT_ID, clock=clock.now))
+        chat = TelegramChat(outbox, TEST_CHAT_ID, GoneTopics(), clock=clock.now)
+        yield Rig(fake, clock, outbox, chat)
     finally:
         await outbox.close(2.0)
         await bot.shutdown()
