@@ -154,7 +154,10 @@ class ApiServer:
     """uvicorn inside the bot's own event loop, started and stopped by the composition root."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's records go to the root handlers, which mask secrets.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._where = f"{host}:{port}"
         self._task: asyncio.Task[None] | None = None
