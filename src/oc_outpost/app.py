@@ -10,7 +10,8 @@ from typing import Any
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
-from oc_outpost.api.server import ApiServer, build_api
+from oc_outpost.api.server import ApiConfig, ApiServer, build_api
+from oc_outpost.api_key import api_key_file, resolve_api_key
 from oc_outpost.config import Settings
 from oc_outpost.core.commands import Commands, CommandsConfig
 from oc_outpost.core.journal import TurnJournal
@@ -74,6 +75,20 @@ def outbox_limits(settings: Settings) -> Limits:
         per_chat_interval_s=settings.telegram_rate_per_chat_interval_s,
         group_per_minute=settings.telegram_rate_group_per_minute,
         global_per_second=settings.telegram_rate_global_per_second,
+    )
+
+
+async def api_config(settings: Settings) -> ApiConfig:
+    key = await asyncio.to_thread(
+        resolve_api_key,
+        settings.api_key,
+        api_key_file(settings.orchestrator_db_path),
+        create=True,
+    )
+    return ApiConfig(
+        api_key=key,
+        api_host=settings.api_host,
+        allowed_server_hosts=frozenset(settings.api_allowed_server_hosts),
     )
 
 
@@ -159,8 +174,9 @@ class OutpostApp:
         await self.instances.start()  # adopt the servers a previous run left running
         await self.outpost.start()
         self.supervision.start()  # deliver what finished while the bot was down
-        api_key = s.api_key.get_secret_value() if s.api_key else None
-        self.api = ApiServer(build_api(self.outpost.externals, api_key), s.api_host, s.api_port)
+        self.api = ApiServer(
+            build_api(self.outpost.externals, await api_config(s)), s.api_host, s.api_port
+        )
         await self.api.start()
         await self.application.start()
         assert self.application.updater is not None

@@ -16,6 +16,9 @@ from typing import Final
 from pydantic import SecretStr
 
 MASK: Final = "***"
+# Shorter values occur everywhere as parts of words; masking them would garble every line. The
+# bot's own secrets are longer (API_KEY is validated to at least 16 characters).
+MIN_SECRET_LENGTH: Final = 8
 # uvicorn's loggers may be given handlers of their own; the root's cover everything else.
 REDACTED_LOGGERS: Final = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 
@@ -29,7 +32,7 @@ def hide(*secrets: SecretStr | str | None) -> None:
     global _secrets
     values = {s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets}
     with _lock:
-        known = set(_secrets) | {v for v in values if v}
+        known = set(_secrets) | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
         _secrets = tuple(sorted(known, key=len, reverse=True))
 
 

@@ -12,9 +12,10 @@ from typing import Annotated
 import typer
 from telegram.error import InvalidToken
 
+from oc_outpost.api_key import ApiKeyError
 from oc_outpost.app import serve
 from oc_outpost.cli.check import run_checks
-from oc_outpost.cli.link import LinkError, LinkOptions, default_api_url, link
+from oc_outpost.cli.link import LinkError, LinkOptions, api_key_from, default_api_url, link
 from oc_outpost.config import ConfigError, Settings, load_settings
 from oc_outpost.logs import redact_logging
 
@@ -64,6 +65,9 @@ def run() -> None:
             err=True,
         )
         raise typer.Exit(2) from None
+    except ApiKeyError as exc:
+        typer.echo(f"oc-outpost: {exc}", err=True)
+        raise typer.Exit(1) from None
     except Exception:
         # Logged, not left to the interpreter: its traceback printer does not mask secrets.
         log.exception("oc-outpost stopped on an unexpected error")
@@ -106,15 +110,15 @@ def link_command(
     ] = None,
 ) -> None:
     """Send the OpenCode session running in this directory to a Telegram topic."""
-    options = LinkOptions(
-        project=directory.resolve(),
-        session_id=session,
-        port=port,
-        password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
-        api_url=api_url or default_api_url(),
-        api_key=os.environ.get("API_KEY") or None,
-    )
     try:
+        options = LinkOptions(
+            project=directory.resolve(),
+            session_id=session,
+            port=port,
+            password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
+            api_url=api_url or default_api_url(),
+            api_key=api_key_from(os.environ),
+        )
         result = asyncio.run(link(options))
     except LinkError as exc:
         typer.echo(f"oc-outpost link: {exc}", err=True)
