@@ -19,7 +19,7 @@ from tests.rig.bot_fixtures import bot_env
 from tests.rig.bot_process import BotProcess
 from tests.rig.fake_telegram import FakeTelegram
 from tests.rig.mock_llm import MockLLM, ToolCall
-from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_BOT_USERNAME, TEST_CHAT_ID
+from tests.rig.telegram_fixtures import ALLOWED_USER_ID, running_fake
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,13 +32,8 @@ WAIT_S = 60.0
 
 @pytest.fixture
 async def scan_fake() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram(chat_id=TEST_CHAT_ID, bot_token=TOKEN, bot_username=TEST_BOT_USERNAME)
-    fake.user(ALLOWED_USER_ID, username="alice", first_name="Alice")
-    await fake.start()
-    try:
+    async with running_fake(TOKEN) as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 def leaks(data: bytes | str) -> list[str]:
