@@ -86,7 +86,7 @@ def build_api(externals: ExternalServers, config: ApiConfig) -> FastAPI:
         description="Register external OpenCode servers and send their sessions to Telegram.",
         dependencies=[Depends(authorised)],
         responses=_ERRORS,
-        # Served below as ordinary routes, so that they need the key like every other one.
+        # Served by install_docs() as ordinary routes, so that they need the key too.
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
