@@ -10,7 +10,8 @@ from typing import Any
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
-from oc_outpost.api.server import ApiServer, build_api
+from oc_outpost.api.server import ApiConfig, ApiServer, build_api
+from oc_outpost.api_key import api_key_file, resolve_api_key
 from oc_outpost.config import Settings
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
@@ -89,6 +90,20 @@ def outbox_limits(settings: Settings) -> Limits:
     )
 
 
+async def api_config(settings: Settings) -> ApiConfig:
+    key = await asyncio.to_thread(
+        resolve_api_key,
+        settings.api_key,
+        api_key_file(settings.orchestrator_db_path),
+        create=True,
+    )
+    return ApiConfig(
+        api_key=key,
+        api_host=settings.api_host,
+        allowed_server_hosts=frozenset(settings.api_allowed_server_hosts),
+    )
+
+
 class OutpostApp:
     """Everything of one running bot, built in `start()` from the bottom layer up (each part gets
     what it uses as constructor arguments), stopped in `stop()` in the reverse order."""
@@ -121,8 +136,9 @@ class OutpostApp:
             handle_general=s.handle_general_topic,
         )
         Handlers(self.controller, self.chat, policy).install(self.application)
-        api_key = s.api_key.get_secret_value() if s.api_key else None
-        self.api = ApiServer(build_api(self.controller, api_key), s.api_host, s.api_port)
+        self.api = ApiServer(
+            build_api(self.controller, await api_config(s)), s.api_host, s.api_port
+        )
 
         self._wired = True
         await self.application.initialize()

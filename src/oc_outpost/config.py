@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic_settings import (
 )
 
 MAX_PORT: Final = 65535
+MIN_API_KEY_LENGTH: Final = 16
 DEFAULT_ENV_FILE: Final = Path(".env")
 
 # What each variable must be; used verbatim in error messages ("X must be <rule>, got '...'").
@@ -51,7 +53,8 @@ _RULES: Final[Mapping[str, str]] = {
     "auto_create_project_dirs": "true or false",
     "api_host": "a host name or IP address",
     "api_port": "an integer between 1 and 65535",
-    "api_key": "a non-empty secret",
+    "api_key": f"a secret of at least {MIN_API_KEY_LENGTH} characters",
+    "api_allowed_server_hosts": "a comma-separated list of host names or IP addresses",
 }
 _SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key"})
 _TRUE_WORDS: Final = frozenset({"true", "1"})
@@ -95,19 +98,16 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def cross_field_problems(
-    *, api_host: str, has_api_key: bool, port_start: int | None, pool_size: int | None
-) -> list[str]:
-    """Rules spanning several variables; `None` means that value is itself invalid (skip)."""
+def cross_field_problems(*, port_start: int | None, pool_size: int | None) -> list[str]:
+    """Rules spanning several variables; `None` means that value is itself invalid (skip).
+
+    There is no rule tying API_HOST to API_KEY: the API always requires a key (API_KEY, or one
+    generated at first start), on loopback as on any other address."""
     problems: list[str] = []
     if port_start is not None and pool_size is not None and port_start + pool_size - 1 > MAX_PORT:
         problems.append(
             f"OPENCODE_PORT_START + OPENCODE_PORT_POOL_SIZE - 1 must be ≤ {MAX_PORT}, "
             f"got {port_start} + {pool_size} - 1 = {port_start + pool_size - 1}"
-        )
-    if not has_api_key and not is_loopback_host(api_host):
-        problems.append(
-            f"API_KEY is required when API_HOST is not a loopback address (API_HOST={api_host!r})"
         )
     return problems
 
@@ -128,6 +128,27 @@ def _parse_int_list(value: object) -> object:
         items = [item.strip() for item in value.split(",")]
         return tuple(int(item) for item in items if item)
     return value
+
+
+_HOST_NAME_RE: Final = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
+
+
+def _parse_host_list(value: object) -> object:
+    if isinstance(value, str):
+        hosts = [item.strip().lower().strip("[]") for item in value.split(",")]
+        return tuple(_valid_host(host) for host in hosts if host)
+    return value
+
+
+def _valid_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if _HOST_NAME_RE.match(host):
+            return host
+        raise ValueError(f"not a host name: {host!r}") from None
 
 
 class Settings(BaseSettings):
@@ -167,6 +188,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=4200, ge=1, le=MAX_PORT)
     api_key: SecretStr | None = None
+    api_allowed_server_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -193,6 +215,11 @@ class Settings(BaseSettings):
     def _int_list(cls, value: object) -> object:
         return _parse_int_list(value)
 
+    @field_validator("api_allowed_server_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        return _parse_host_list(value)
+
     @field_validator("telegram_bot_token", "api_key", mode="before")
     @classmethod
     def _non_blank_secret(cls, value: object) -> object:
@@ -200,6 +227,13 @@ class Settings(BaseSettings):
             if not value.strip():
                 raise ValueError("blank secret")
             return value.strip()
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError("too short")
         return value
 
     @field_validator("telegram_api_url")
@@ -236,10 +270,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> Settings:
         problems = cross_field_problems(
-            api_host=self.api_host,
-            has_api_key=self.api_key is not None,
-            port_start=self.opencode_port_start,
-            pool_size=self.opencode_port_pool_size,
+            port_start=self.opencode_port_start, pool_size=self.opencode_port_pool_size
         )
         if problems:
             raise _CrossFieldProblems(problems)
@@ -368,12 +399,9 @@ def _cross_field_problems_from_raw(raw: Mapping[str, str], invalid_fields: set[s
             return raw[field_name]
         return Settings.model_fields[field_name].default
 
-    api_host = valid_value("api_host")
     port_start = valid_value("opencode_port_start")
     pool_size = valid_value("opencode_port_pool_size")
     return cross_field_problems(
-        api_host="127.0.0.1" if api_host is None else str(api_host),
-        has_api_key="api_key" in raw or "api_key" in invalid_fields,
         port_start=None if port_start is None else int(port_start),
         pool_size=None if pool_size is None else int(pool_size),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from oc_outpost.api_key import api_key_file
 from oc_outpost.servers.managed import ManagedServer
 from oc_outpost.servers.pool import find_free_port
 from tests.rig.bot_fixtures import RunningBot
@@ -34,8 +35,17 @@ async def desk_server(bot: RunningBot, opencode_bin: Path) -> AsyncIterator[Mana
     await server.stop()
 
 
+def api_key(bot: RunningBot) -> str:
+    """The key the bot generated at its start (no API_KEY is configured)."""
+    return api_key_file(bot.settings.orchestrator_db_path).read_text().strip()
+
+
 def api(bot: RunningBot) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{bot.settings.api_port}", timeout=30)
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{bot.settings.api_port}",
+        headers={"Authorization": f"Bearer {api_key(bot)}"},
+        timeout=30,
+    )
 
 
 async def test_register_prompt_duplicate_unregister(
@@ -85,6 +95,8 @@ async def test_link_command_sends_the_desk_session(
     session_id = created.json()["id"]
     env = os.environ | {
         "API_PORT": str(bot.settings.api_port),
+        # link finds the generated key beside the bot's database
+        "ORCHESTRATOR_DB_PATH": str(bot.settings.orchestrator_db_path),
         "OPENCODE_SERVER_PASSWORD": desk_server.password,
     }
     process = await asyncio.create_subprocess_exec(

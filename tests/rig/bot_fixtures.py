@@ -19,7 +19,7 @@ import pytest
 from oc_outpost.app import RunOptions, serve
 from oc_outpost.config import Settings, load_settings
 from tests.rig.fake_telegram import FakeTelegram, StoredMessage
-from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_BOT_TOKEN, TEST_CHAT_ID
+from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_CHAT_ID
 
 START_TIMEOUT_S = 15
 STOP_TIMEOUT_S = 30
@@ -35,10 +35,15 @@ def free_port() -> int:
 def bot_settings(
     fake: FakeTelegram, opencode_bin: Path, tmp_path: Path, **overrides: str
 ) -> Settings:
+    return load_settings(bot_env(fake, opencode_bin, tmp_path) | overrides, env_file=None)
+
+
+def bot_env(fake: FakeTelegram, opencode_bin: Path, tmp_path: Path) -> dict[str, str]:
+    """The bot's configuration variables for a test (databases and projects under tmp_path)."""
     projects = tmp_path / "projects"
     projects.mkdir(exist_ok=True)
-    env = {
-        "TELEGRAM_BOT_TOKEN": TEST_BOT_TOKEN,
+    return {
+        "TELEGRAM_BOT_TOKEN": fake.bot_token,
         "TELEGRAM_CHAT_ID": str(TEST_CHAT_ID),
         "TELEGRAM_ALLOWED_USERS": str(ALLOWED_USER_ID),
         "TELEGRAM_API_URL": fake.url,
@@ -56,7 +61,6 @@ def bot_settings(
         "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
         "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
     }
-    return load_settings(env | overrides, env_file=None)
 
 
 def texts(messages: list[StoredMessage]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest_asyncio
 import telegram
@@ -25,12 +26,10 @@ def ptb_bot(fake: FakeTelegram, token: str = TEST_BOT_TOKEN) -> telegram.Bot:
     )
 
 
-@pytest_asyncio.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    """A started FakeTelegram with the test forum supergroup; stopped on teardown."""
-    fake = FakeTelegram(
-        chat_id=TEST_CHAT_ID, bot_token=TEST_BOT_TOKEN, bot_username=TEST_BOT_USERNAME
-    )
+@asynccontextmanager
+async def running_fake(bot_token: str = TEST_BOT_TOKEN) -> AsyncIterator[FakeTelegram]:
+    """A started FakeTelegram with the test forum supergroup and users; stopped at the end."""
+    fake = FakeTelegram(chat_id=TEST_CHAT_ID, bot_token=bot_token, bot_username=TEST_BOT_USERNAME)
     fake.user(ALLOWED_USER_ID, username="alice", first_name="Alice")
     fake.user(OTHER_USER_ID, username="mallory", first_name="Mallory")
     await fake.start()
@@ -38,6 +37,13 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    """A started FakeTelegram with the test forum supergroup; stopped on teardown."""
+    async with running_fake() as fake:
+        yield fake
 
 
 @pytest_asyncio.fixture

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from oc_outpost.api.server import ApiServer, ApiStartError, build_api
+from oc_outpost.api.server import ApiConfig, ApiServer, ApiStartError, build_api
 from oc_outpost.app import RunOptions, build_core
 from oc_outpost.config import load_settings
 from oc_outpost.core.chat import GoneTopics
@@ -29,6 +29,8 @@ from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATION
 
 KEY = "test-api-key"
 CHAT = -100777
+BASE_URL = "http://127.0.0.1:4200"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 class RecordingChat:
@@ -46,7 +48,9 @@ class RecordingChat:
         self.notices.append((topic_id, text))
 
 
-async def make_api(tmp_path: Path, api_key: str | None) -> tuple[FastAPI, list[Database]]:
+async def make_api(
+    tmp_path: Path, config: ApiConfig | None = None
+) -> tuple[FastAPI, list[Database]]:
     """The API over the bot's real core (as the composition root wires it), no Telegram."""
     (tmp_path / "projects" / "demo").mkdir(parents=True)
     settings = load_settings(
@@ -61,16 +65,19 @@ async def make_api(tmp_path: Path, api_key: str | None) -> tuple[FastAPI, list[D
     topics = await Database.open(tmp_path / "t.db", TOPIC_MIGRATIONS)
     chat: Any = RecordingChat()
     core = build_core(settings, RunOptions(), chat, GoneTopics(), orchestrator, topics)
-    return build_api(core.controller, api_key), [orchestrator, topics]
+    return build_api(core.controller, config or ApiConfig(api_key=KEY)), [orchestrator, topics]
+
+
+def client_of(app: FastAPI, base_url: str = BASE_URL) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url=base_url, headers=AUTH)
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app, dbs = await make_api(tmp_path, KEY)
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {KEY}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as c:
-        yield c
+    app, dbs = await make_api(tmp_path)
+    async with client_of(app) as client:
+        yield client
     for db in dbs:
         await db.close()
 
@@ -169,7 +176,7 @@ def _contract_app() -> FastAPI:
     # schemathesis reads the schema when the module is collected, so the app is built here;
     # its databases are closed by `close_contract_databases` when the module is done.
     root = Path(tempfile.mkdtemp(prefix="oc-outpost-api-"))
-    app, dbs = asyncio.run(make_api(root, KEY))
+    app, dbs = asyncio.run(make_api(root))
     _CONTRACT_DBS.extend(dbs)
     return app
 
@@ -186,7 +193,9 @@ def close_contract_databases() -> Iterator[None]:
     _CONTRACT_DBS.clear()
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _contract_app())
+# schemathesis' ASGI client says "Host: testserver", which the API refuses (DNS rebinding).
+CONTRACT_HEADERS = AUTH | {"Host": "127.0.0.1"}
+schema = schemathesis.openapi.from_asgi("/openapi.json", _contract_app(), headers=CONTRACT_HEADERS)
 
 
 @schema.parametrize()
@@ -199,13 +208,11 @@ def test_api_conforms_to_its_openapi_document(case: Any) -> None:
     # No 5xx, documented status codes, responses matching their schemas. Schema-valid input may
     # still be refused with a 4xx by rules a schema cannot state (the directory must exist, the
     # server must answer), so the "positive data is accepted" check does not apply here.
-    case.call_and_validate(
-        headers={"Authorization": f"Bearer {KEY}"}, excluded_checks=[positive_data_acceptance]
-    )
+    case.call_and_validate(headers=CONTRACT_HEADERS, excluded_checks=[positive_data_acceptance])
 
 
 async def test_a_busy_port_is_reported_not_fatal(tmp_path: Path) -> None:
-    app, dbs = await make_api(tmp_path, None)
+    app, dbs = await make_api(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -215,3 +222,127 @@ async def test_a_busy_port_is_reported_not_fatal(tmp_path: Path) -> None:
         await server.stop()
     for db in dbs:
         await db.close()
+
+
+# --- an API that cannot be abused -------------------------------------------------------------
+
+
+def test_the_api_cannot_be_built_without_a_key() -> None:
+    with pytest.raises(ValueError, match="needs a key"):
+        build_api(None, ApiConfig(api_key=""))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+async def test_docs_and_openapi_need_the_key(api: httpx.AsyncClient, path: str) -> None:
+    refused = await api.get(path, headers={"Authorization": ""})
+    assert refused.status_code == 401
+    assert "API key" in refused.json()["error"]
+    served = await api.get(path)
+    assert served.status_code == 200
+    assert ("openapi" in served.text) if path == "/openapi.json" else ("<html" in served.text)
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:4200", "127.0.0.1.nip.io", "localhost.evil.example"]
+)
+async def test_a_foreign_host_header_is_refused(api: httpx.AsyncClient, host: str) -> None:
+    response = await api.get("/api/health", headers={"Host": host})
+    assert response.status_code == 421
+    assert "DNS rebinding" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "LocalHost:4200", "127.0.0.1", "127.0.0.1:4200", "[::1]:4200", "::1"]
+)
+async def test_loopback_host_headers_are_served(api: httpx.AsyncClient, host: str) -> None:
+    response = await api.get("/api/health", headers={"Host": host})
+    assert response.status_code == 200, response.text
+
+
+async def test_the_configured_api_host_is_served(tmp_path: Path) -> None:
+    app, dbs = await make_api(tmp_path, ApiConfig(api_key=KEY, api_host="192.168.1.5"))
+    async with client_of(app, "http://192.168.1.5:4200") as client:
+        assert (await client.get("/api/health")).status_code == 200
+        other = await client.get("/api/health", headers={"Host": "192.168.1.6:4200"})
+        assert other.status_code == 421
+    for db in dbs:
+        await db.close()
+
+
+async def test_a_large_content_length_is_refused_before_the_body_is_read(
+    api: httpx.AsyncClient,
+) -> None:
+    read: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(70):
+            read.append(1)
+            yield b"x" * 1024
+
+    response = await api.post(
+        "/api/register", content=body(), headers={"Content-Length": str(70 * 1024)}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "The request body is larger than 64 KB."
+    assert read == []
+
+
+async def test_a_chunked_body_is_cut_off_at_64_kb(api: httpx.AsyncClient) -> None:
+    sent: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"projectPath": "demo", "port": 4096, "sessionId": "'
+        for _ in range(200):
+            sent.append(1)
+            yield b"a" * 1024
+        yield b'"}'
+
+    response = await api.post(
+        "/api/register", content=body(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "The request body is larger than 64 KB."
+    assert len(sent) < 70  # not read to the end
+
+
+async def test_a_body_at_the_limit_is_read(api: httpx.AsyncClient) -> None:
+    padding = " " * (64 * 1024 - 40)
+    body = f'{{"projectPath": "demo"{padding}}}'.encode()
+    assert len(body) <= 64 * 1024
+    response = await api.post(
+        "/api/register", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422  # read and validated: neither port nor url
+    assert "exactly one of port or url" in " ".join(response.json()["details"])
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.7:4096", "http://build-box.lan:4096", "https://[2001:db8::1]:443"]
+)
+async def test_a_server_off_this_machine_is_refused(api: httpx.AsyncClient, url: str) -> None:
+    response = await api.post("/api/register", json={"projectPath": "demo", "url": url})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert "must be on loopback" in error and "API_ALLOWED_SERVER_HOSTS" in error
+
+
+async def test_a_listed_server_host_may_be_registered(tmp_path: Path) -> None:
+    port = closed_port()
+    config = ApiConfig(api_key=KEY, allowed_server_hosts=frozenset({"box.invalid"}))
+    app, dbs = await make_api(tmp_path, config)
+    async with client_of(app) as client:
+        for url in (f"http://box.invalid:{port}", f"http://localhost:{port}"):
+            response = await client.post("/api/register", json={"projectPath": "demo", "url": url})
+            assert response.status_code == 422
+            # past the host rule: the server itself was tried
+            assert "No OpenCode server answers" in response.json()["error"], url
+    for db in dbs:
+        await db.close()
+
+
+async def test_credentials_in_a_server_url_are_refused(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/api/register", json={"projectPath": "demo", "url": "http://opencode:pw@127.0.0.1:4096"}
+    )
+    assert response.status_code == 422
+    assert "must not contain credentials" in response.json()["error"]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
 
-from oc_outpost.cli.main import _Redact
+from tests.rig.fake_telegram import FakeTelegram
 
 SCRIPT = Path(sys.executable).parent / "oc-outpost"
 
@@ -55,16 +56,30 @@ def test_help_lists_the_run_command(tmp_path: Path) -> None:
     assert "run" in result.stdout
 
 
-def test_log_lines_never_show_the_bot_token() -> None:
-    url = "/bot123:SECRET/x"
-    record = logging.LogRecord("httpx", logging.INFO, "x", 1, "POST %s", (url,), None)
-    assert _Redact("123:SECRET").filter(record)
-    assert record.getMessage() == "POST /bot***/x"
+async def test_a_rejected_token_is_one_clear_line_without_the_token(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    wrong = "987654:AAWrongTokenThatMustNeverBePrinted"
+    env = clean_env() | {
+        "TELEGRAM_BOT_TOKEN": wrong,
+        "TELEGRAM_CHAT_ID": "-1001",
+        "TELEGRAM_API_URL": fake_telegram.url,
+        "PROJECT_BASE_PATH": str(tmp_path),
+        "ORCHESTRATOR_DB_PATH": str(tmp_path / "data" / "orchestrator.db"),
+        "TOPIC_DB_PATH": str(tmp_path / "data" / "topics.db"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), "run", cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    output = (out + err).decode()
+    assert process.returncode == 2, output
+    assert "Telegram rejected TELEGRAM_BOT_TOKEN" in output
+    assert wrong not in output and wrong.split(":")[1] not in output
+    assert "Traceback" not in output
 
 
 async def test_a_start_that_fails_early_reports_its_own_error(tmp_path: Path) -> None:
-    import asyncio
-
     from oc_outpost.app import serve
     from oc_outpost.config import load_settings
     from oc_outpost.store.db import MigrationError

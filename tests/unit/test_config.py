@@ -321,28 +321,37 @@ def test_telegram_api_url_must_be_http(value: str) -> None:
     ]
 
 
-def test_non_loopback_api_host_requires_key() -> None:
-    problems = problems_for({**REQUIRED, "API_HOST": "0.0.0.0"})
-
-    assert problems == [
-        "API_KEY is required when API_HOST is not a loopback address (API_HOST='0.0.0.0')"
-    ]
-    assert load(API_HOST="0.0.0.0", API_KEY=API_KEY).api_host == "0.0.0.0"
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "localhost", "::1"])
-def test_loopback_api_host_needs_no_key(host: str) -> None:
-    assert load(API_HOST=host).api_key is None
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0", "192.168.1.5"])
+def test_any_api_host_is_accepted_without_a_key_because_one_is_generated(host: str) -> None:
+    settings = load(API_HOST=host)
+    assert settings.api_host == host and settings.api_key is None
 
 
 def test_cross_field_problem_is_listed_together_with_field_problems() -> None:
-    problems = problems_for({"TELEGRAM_CHAT_ID": "x", "API_HOST": "192.168.1.5"})
+    problems = problems_for(
+        {"TELEGRAM_CHAT_ID": "x", "OPENCODE_PORT_START": "65000", "OPENCODE_PORT_POOL_SIZE": "600"}
+    )
 
     assert "TELEGRAM_CHAT_ID must be an integer, got 'x'" in problems
     assert (
-        "API_KEY is required when API_HOST is not a loopback address (API_HOST='192.168.1.5')"
+        "OPENCODE_PORT_START + OPENCODE_PORT_POOL_SIZE - 1 must be ≤ 65535, "
+        "got 65000 + 600 - 1 = 65599"
     ) in problems
     assert len(problems) == 4
+
+
+def test_allowed_server_hosts_are_a_normalised_list() -> None:
+    settings = load(API_ALLOWED_SERVER_HOSTS=" Build-Box.lan, 10.0.0.7 ,[::1],")
+    assert settings.api_allowed_server_hosts == ("build-box.lan", "10.0.0.7", "::1")
+    assert load().api_allowed_server_hosts == ()
+
+
+@pytest.mark.parametrize("value", ["http://box", "box:4096", "a b", "box/x"])
+def test_allowed_server_hosts_must_be_host_names(value: str) -> None:
+    assert problems_for({**REQUIRED, "API_ALLOWED_SERVER_HOSTS": value}) == [
+        "API_ALLOWED_SERVER_HOSTS must be a comma-separated list of host names or IP "
+        f"addresses, got {value!r}"
+    ]
 
 
 def test_secrets_are_masked_in_repr_str_and_errors() -> None:
@@ -357,12 +366,12 @@ def test_secrets_are_masked_in_repr_str_and_errors() -> None:
 
     with pytest.raises(ConfigError) as info:
         load_settings(
-            {**REQUIRED, "TELEGRAM_CHAT_ID": "bad", "API_KEY": "   ", "API_HOST": "0.0.0.0"},
+            {**REQUIRED, "TELEGRAM_CHAT_ID": "bad", "API_KEY": "   "},
             env_file=None,
         )
     text = str(info.value) + repr(info.value) + repr(info.value.problems)
     assert TOKEN not in text
-    assert "API_KEY must be a non-empty secret" in info.value.problems
+    assert "API_KEY must be a secret of at least 16 characters" in info.value.problems
 
 
 def test_blank_token_is_rejected_without_echoing_it() -> None:
@@ -494,12 +503,12 @@ def test_plain_settings_validation_error_hides_the_token(monkeypatch: pytest.Mon
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
     monkeypatch.setenv("TELEGRAM_CHAT_ID", "6")
     monkeypatch.setenv("PROJECT_BASE_PATH", "/p")
-    monkeypatch.setenv("API_HOST", "0.0.0.0")
+    monkeypatch.setenv("OPENCODE_PORT_START", "65500")
 
     with pytest.raises(ValueError) as info:
         Settings()
 
-    assert "API_KEY is required" in str(info.value)
+    assert "OPENCODE_PORT_POOL_SIZE - 1 must be" in str(info.value)
     assert TOKEN not in str(info.value)
 
 
@@ -507,3 +516,8 @@ def test_every_variable_has_a_rule_for_its_error_message() -> None:
     from oc_outpost.config import _RULES
 
     assert set(_RULES) == set(Settings.model_fields)
+
+
+def test_a_short_api_key_is_refused_without_echoing_it() -> None:
+    problems = problems_for({**REQUIRED, "API_KEY": "short-key"})
+    assert problems == ["API_KEY must be a secret of at least 16 characters"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -686,3 +688,65 @@ async def test_corrupt_update_offset_raises_store_error(bot_state: BotStateStore
 
     with pytest.raises(StoreError, match="not an integer"):
         await bot_state.get_update_offset()
+
+
+# --- privacy: the data directory and the database files are the bot user's only -------------
+
+
+def mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.fixture
+def wide_umask() -> Iterator[None]:
+    previous = os.umask(0o022)  # the common default: new files 0644, directories 0755
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+async def test_a_new_data_directory_is_0700_and_database_files_0600(
+    tmp_path: Path, wide_umask: None
+) -> None:
+    path = tmp_path / "data" / "topics.db"
+    async with await Database.open(path, TOPIC_MIGRATIONS) as db:
+        await db.execute("INSERT INTO bot_state (key, value, updated_at) VALUES ('k', 'v', 0)")
+        assert mode_of(path.parent) == 0o700
+        files = [path, path.with_name("topics.db-wal"), path.with_name("topics.db-shm")]
+        assert all(f.exists() for f in files)
+        assert [mode_of(f) for f in files] == [0o600, 0o600, 0o600]
+
+
+async def test_existing_wider_permissions_are_tightened_and_logged(
+    tmp_path: Path, wide_umask: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    path = data / "o.db"
+    async with await Database.open(path, ORCHESTRATOR_MIGRATIONS):
+        pass
+    for name in ("o.db", "o.db-wal", "o.db-shm"):
+        if (data / name).exists():
+            os.chmod(data / name, 0o644)
+    with caplog.at_level(logging.WARNING, logger="oc_outpost.private_files"):
+        async with await Database.open(path, ORCHESTRATOR_MIGRATIONS):
+            assert mode_of(data) == 0o700
+            present = [f for f in data.iterdir() if f.name.startswith("o.db")]
+            assert {mode_of(f) for f in present} == {0o600}
+    assert f"data directory {data} was mode 755; tightened to 700" in caplog.text
+
+
+async def test_a_shared_sticky_directory_is_left_alone_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with caplog.at_level(logging.WARNING, logger="oc_outpost.private_files"):
+        async with await Database.open(shared / "t.db", TOPIC_MIGRATIONS):
+            pass
+    assert mode_of(shared) == 0o777 and (shared.stat().st_mode & 0o1000)
+    assert mode_of(shared / "t.db") == 0o600
+    assert "is shared" in caplog.text

@@ -1,8 +1,10 @@
 """The HTTP API for external OpenCode servers (SPEC §6), served by uvicorn in the bot's loop.
 
-Every route needs `Authorization: Bearer <API_KEY>` when a key is set (compared in constant
-time). Errors are JSON `{"error": "...", "details": [...]}` with a 4xx status for bad input;
-nothing ever answers with a stack trace.
+Every route, the OpenAPI document and the docs pages need `Authorization: Bearer <key>`
+(compared in constant time); there is always a key. Requests must name a loopback host or
+API_HOST and carry at most 64 KB (guard.py). A server URL to register must be on loopback unless
+its host is in API_ALLOWED_SERVER_HOSTS. Errors are JSON `{"error": "...", "details": [...]}`
+with a 4xx status for bad input; nothing ever answers with a stack trace.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import logging
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oc_outpost import __version__
+from oc_outpost.api.errors import ApiError, error_response
+from oc_outpost.api.guard import RequestGuard
 from oc_outpost.api.models import (
     ErrorResponse,
     HealthResponse,
@@ -31,14 +39,17 @@ from oc_outpost.api.models import (
     StatusResponse,
     UnregisterResponse,
 )
+from oc_outpost.config import is_loopback_host
 from oc_outpost.core.controller import Controller
 from oc_outpost.core.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES: Final = 64 * 1024
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 422)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 421, 422)
 }
+_TITLE: Final = "oc-outpost API"
 # What each kind of user-facing failure means in HTTP. Unavailable is 422 (not 5xx): the
 # request names a server that does not answer, which the caller can fix.
 STATUS_OF: dict[type[UserError], int] = {
@@ -54,44 +65,48 @@ def status_of(error: UserError) -> int:
 
 
 # Module level: FastAPI resolves the (postponed) annotations of dependencies in module globals.
-_bearer = HTTPBearer(auto_error=False, description="API_KEY, when one is configured")
+_bearer = HTTPBearer(auto_error=False, description="API_KEY, or the generated key in api-key")
 
 
 class ApiStartError(RuntimeError):
     """The API server could not start listening."""
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+@dataclass(frozen=True)
+class ApiConfig:
+    api_key: str
+    api_host: str = "127.0.0.1"
+    # Hosts besides loopback whose servers may be registered by URL (API_ALLOWED_SERVER_HOSTS).
+    allowed_server_hosts: frozenset[str] = field(default_factory=frozenset)
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
-def error_response(status: int, message: str, details: list[str] | None = None) -> JSONResponse:
-    body = ErrorResponse(error=message, details=details or [])
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+def build_api(controller: Controller, config: ApiConfig) -> FastAPI:
+    if not config.api_key:
+        raise ValueError("the API needs a key")
+    api_key = config.api_key.encode()
 
-
-def build_api(controller: Controller, api_key: str | None) -> FastAPI:
     async def authorised(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if api_key is None:
-            return
         given = credentials.credentials if credentials else ""
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
+        if not hmac.compare_digest(given.encode(), api_key):
             raise ApiError(401, "Missing or wrong API key (Authorization: Bearer <API_KEY>).")
 
     app = FastAPI(
-        title="oc-outpost API",
+        title=_TITLE,
         version=__version__,
         description="Register external OpenCode servers and send their sessions to Telegram.",
         dependencies=[Depends(authorised)],
         responses=_ERRORS,
+        # Served by install_docs() as ordinary routes, so that they need the key too.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(RequestGuard, api_host=config.api_host, max_body_bytes=config.max_body_bytes)
     install_error_handlers(app)
+    install_docs(app)
 
     @app.get("/api/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
@@ -100,9 +115,11 @@ def build_api(controller: Controller, api_key: str | None) -> FastAPI:
     @app.post("/api/register", response_model=RegistrationResponse, status_code=201)
     async def register(body: RegisterRequest) -> JSONResponse:
         password = body.password.get_secret_value() if body.password else None
-        result = await controller.register(
-            body.project_path, body.server_url(), body.session_id, password
-        )
+        url = body.server_url()
+        refusal = server_url_refusal(url, config.allowed_server_hosts)
+        if refusal is not None:
+            raise ApiError(422, refusal)
+        result = await controller.register(body.project_path, url, body.session_id, password)
         response = RegistrationResponse.from_registration(result)
         return JSONResponse(response.model_dump(), status_code=201 if result.created else 200)
 
@@ -121,6 +138,47 @@ def build_api(controller: Controller, api_key: str | None) -> FastAPI:
         return [InstanceResponse.from_info(i) for i in await controller.instances()]
 
     return app
+
+
+def server_url_refusal(url: str, allowed_hosts: frozenset[str]) -> str | None:
+    """Why a server URL may not be registered, or None. An OpenCode server's API runs any
+    command its agent is asked to, so the bot only drives servers on this machine unless told
+    otherwise; credentials belong in `password`, not in a URL that may end up in a log."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (validates it)
+    except ValueError:
+        return "url: the port is not a number between 0 and 65535."
+    if parts.username is not None or parts.password is not None:
+        return "url: must not contain credentials; pass the server's password as `password`."
+    host = _normalised_host(parts.hostname or "")
+    if is_loopback_host(host) or host in allowed_hosts:
+        return None
+    return (
+        f"url: host {host!r} is not allowed; a registered server must be on loopback "
+        "(127.0.0.1, localhost, ::1) unless its host is listed in API_ALLOWED_SERVER_HOSTS."
+    )
+
+
+def _normalised_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
+def install_docs(app: FastAPI) -> None:
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{_TITLE} docs")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{_TITLE} docs")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -162,7 +220,10 @@ class ApiServer:
     """uvicorn inside the bot's own event loop, started and stopped by the composition root."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        # log_config=None: uvicorn's records go to the root handlers, which mask secrets.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._where = f"{host}:{port}"
         self._task: asyncio.Task[None] | None = None

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from oc_outpost.api_key import ApiKeyError, api_key_file, resolve_api_key
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeAuthError, OpenCodeError
 from oc_outpost.servers.discovery import scan_processes
 
+DEFAULT_ORCHESTRATOR_DB = "./data/orchestrator.db"  # the bot's default, relative to its directory
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
 API_TIMEOUT_S = 30.0  # registering starts a stream and creates a topic
 PROBE_TIMEOUT_S = 2.0
 
@@ -39,12 +43,24 @@ class LinkOptions:
     port: int | None
     password: str | None
     api_url: str
-    api_key: str | None
+    api_key: str
 
 
 def default_api_url() -> str:
-    host = os.environ.get("API_HOST", "127.0.0.1")
+    host = (os.environ.get("API_HOST") or "127.0.0.1").strip("[]")
+    if host in WILDCARD_HOSTS:  # listening everywhere: reach it on loopback
+        host = "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{os.environ.get('API_PORT', '4200')}"
+
+
+def api_key_from(environ: Mapping[str, str]) -> str:
+    """API_KEY, else the key the bot generated beside ORCHESTRATOR_DB_PATH."""
+    db_path = Path(environ.get("ORCHESTRATOR_DB_PATH") or DEFAULT_ORCHESTRATOR_DB).expanduser()
+    try:
+        return resolve_api_key(environ.get("API_KEY"), api_key_file(db_path), create=False)
+    except ApiKeyError as exc:
+        raise LinkError(f"{exc}. Or set API_KEY to the bot's key.") from exc
 
 
 async def link(options: LinkOptions) -> dict[str, object]:
@@ -104,7 +120,7 @@ async def register(options: LinkOptions, target: Target) -> dict[str, object]:
         body["session_id"] = target.session_id
     if options.password:
         body["password"] = options.password
-    headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+    headers = {"Authorization": f"Bearer {options.api_key}"}
     try:
         async with httpx.AsyncClient(timeout=API_TIMEOUT_S) as http:
             response = await http.post(

@@ -10,11 +10,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from telegram.error import InvalidToken
 
+from oc_outpost.api_key import ApiKeyError
 from oc_outpost.app import serve
 from oc_outpost.cli.check import run_checks
-from oc_outpost.cli.link import LinkError, LinkOptions, default_api_url, link
+from oc_outpost.cli.link import LinkError, LinkOptions, api_key_from, default_api_url, link
 from oc_outpost.config import ConfigError, Settings, load_settings
+from oc_outpost.logs import redact_logging
+
+log = logging.getLogger("oc_outpost")
 
 cli = typer.Typer(
     help="A Telegram forum supergroup as a control room for OpenCode coding agents.",
@@ -50,8 +55,23 @@ def default(ctx: typer.Context) -> None:
 def run() -> None:
     """Run the bot (long polling) until SIGINT or SIGTERM."""
     settings = _load()
-    _configure_logging(settings.telegram_bot_token.get_secret_value())
-    asyncio.run(_run_until_signalled(settings))
+    _configure_logging(settings)
+    try:
+        asyncio.run(_run_until_signalled(settings))
+    except InvalidToken:
+        typer.echo(
+            "oc-outpost: Telegram rejected TELEGRAM_BOT_TOKEN (getMe: Unauthorized). "
+            "Copy the token of your bot from @BotFather into TELEGRAM_BOT_TOKEN.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    except ApiKeyError as exc:
+        typer.echo(f"oc-outpost: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception:
+        # Logged, not left to the interpreter: its traceback printer does not mask secrets.
+        log.exception("oc-outpost stopped on an unexpected error")
+        raise typer.Exit(1) from None
 
 
 @cli.command()
@@ -90,15 +110,15 @@ def link_command(
     ] = None,
 ) -> None:
     """Send the OpenCode session running in this directory to a Telegram topic."""
-    options = LinkOptions(
-        project=directory.resolve(),
-        session_id=session,
-        port=port,
-        password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
-        api_url=api_url or default_api_url(),
-        api_key=os.environ.get("API_KEY") or None,
-    )
     try:
+        options = LinkOptions(
+            project=directory.resolve(),
+            session_id=session,
+            port=port,
+            password=os.environ.get("OPENCODE_SERVER_PASSWORD") or None,
+            api_url=api_url or default_api_url(),
+            api_key=api_key_from(os.environ),
+        )
         result = asyncio.run(link(options))
     except LinkError as exc:
         typer.echo(f"oc-outpost link: {exc}", err=True)
@@ -110,27 +130,12 @@ def link_command(
     )
 
 
-class _Redact(logging.Filter):
-    """Masks a secret in every record, whatever library logged it (httpx logs bot API URLs)."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self._secret in message:
-            record.msg, record.args = message.replace(self._secret, "***"), None
-        return True
-
-
-def _configure_logging(secret: str) -> None:
+def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_Redact(secret))
+    redact_logging(settings.telegram_bot_token, settings.api_key)
 
 
 def main() -> None:

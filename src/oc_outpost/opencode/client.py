@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from oc_outpost.logs import hide
 from oc_outpost.opencode.errors import (
     OpenCodeError,
     OpenCodeResponseError,
@@ -67,6 +68,7 @@ class OpenCodeClient:
         self.timeout = timeout
         self.health_timeout = health_timeout
         self._secrets = _secrets_of(username, password)
+        hide(*self._secrets)
         auth = httpx.BasicAuth(username, password) if password else None
         self._http = httpx.AsyncClient(
             base_url=self.base_url,

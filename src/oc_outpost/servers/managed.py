@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 import httpx
 
+from oc_outpost.child_env import child_environment
 from oc_outpost.servers.pool import is_port_free
 
 HOST = "127.0.0.1"
@@ -164,7 +165,7 @@ class ManagedServer:
         _check_preconditions(directory, port)
         password = password or secrets.token_urlsafe(24)
         env = {
-            **os.environ,
+            **child_environment(os.environ),
             **(extra_env or {}),
             "OPENCODE_SERVER_USERNAME": username,
             "OPENCODE_SERVER_PASSWORD": password,

@@ -1,5 +1,8 @@
 """One SQLite database file: WAL mode, foreign keys, busy timeout, versioned migrations.
 
+The file, its `-wal` and `-shm` companions are 0600 and their directory 0700 (they hold the
+bindings and server passwords); SQLite gives the companions the mode of the main file.
+
 The connection runs in autocommit mode (`isolation_level=None`): every statement the stores issue
 is atomic on its own, and migrations open their own explicit transactions.
 """
@@ -17,6 +20,7 @@ from typing import Any, Self
 
 import aiosqlite
 
+from oc_outpost.private_files import create_private_file, ensure_private_dir, restrict_file
 from oc_outpost.store.errors import MigrationError, StoreError
 
 log = logging.getLogger(__name__)
@@ -48,11 +52,12 @@ class Database:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     ) -> Database:
         path = Path(path)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_prepare_private_file, path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         database = cls(path, connection)
         try:
             await database._configure(busy_timeout_ms)
+            await asyncio.to_thread(_restrict_companions, path)
             await database._migrate(migrations)
         except BaseException:
             await database.close()
@@ -137,3 +142,16 @@ class Database:
                 f"database {self.path}: migration {version} failed: {exc}"
             ) from exc
         log.info("database %s migrated to schema version %d", self.path, version)
+
+
+def _prepare_private_file(path: Path) -> None:
+    ensure_private_dir(path.parent)
+    create_private_file(path)
+
+
+def _restrict_companions(path: Path) -> None:
+    """`-wal`/`-shm` left by an older version (or another tool) with wider modes."""
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            restrict_file(companion)

@@ -1,0 +1,86 @@
+"""The bot as a separate process, started the way a user starts it: the `oc-outpost` command
+with its configuration in real environment variables. Its output (every log line) goes to a
+file; `stop()` sends SIGTERM and returns the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from oc_outpost.servers.process import is_opencode_server
+from tests.rig.fake_telegram import FakeTelegram
+
+CLI = Path(sys.executable).parent / "oc-outpost"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class BotProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    async def start(
+        cls, fake: FakeTelegram, env: Mapping[str, str], *, cwd: Path, log: Path
+    ) -> BotProcess:
+        """Run `oc-outpost` and wait until it is up (its setMyCommands reached the fake)."""
+        commands_before = len(fake.calls("setMyCommands"))
+        process = _spawn(env, cwd, log)
+        bot = cls(process, log)
+        try:
+            await fake.wait_for(
+                lambda: (
+                    len(fake.calls("setMyCommands")) > commands_before or process.poll() is not None
+                ),
+                timeout=START_TIMEOUT_S,
+                what="bot process start",
+            )
+        except BaseException:
+            await bot.stop()
+            raise
+        if process.poll() is not None:
+            raise AssertionError(f"the bot exited with {process.returncode}:\n{bot.output()}")
+        return bot
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def opencode_children(self) -> list[psutil.Process]:
+        """The live `opencode serve` processes this bot started."""
+        children = psutil.Process(self.pid).children(recursive=True)
+        return [c for c in children if c.is_running() and is_opencode_server(c)]
+
+    async def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.process.wait), STOP_TIMEOUT_S)
+        except TimeoutError:
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError(f"the bot ignored SIGTERM:\n{self.output()[-3000:]}") from None
+
+
+def _spawn(env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [str(CLI)],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
