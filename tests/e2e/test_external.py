@@ -116,3 +116,37 @@ async def test_link_command_sends_the_desk_session(
     await bot.wait_message(
         topic, lambda m: m.text == "Hello from mock! You said: hello from the phone"
     )
+
+
+async def test_a_session_bound_to_another_server_cannot_be_moved_by_registering_it(
+    bot: RunningBot, desk_server: ManagedServer
+) -> None:
+    """Any local process may call the API with the key; it must not take over a topic."""
+    topic = await bot.new_topic("demo")
+    welcome = await bot.wait_message(topic, "Session: ses_")
+    session_id = (welcome.text or "").split("Session: ")[1].split()[0]
+    body = {"project_path": "demo", "port": desk_server.port, "password": desk_server.password}
+    async with api(bot) as client:
+        # the desk server shares OpenCode's storage, so it knows the managed session too
+        moved = await client.post("/api/register", json=body | {"session_id": session_id})
+        assert moved.status_code == 409, moved.text
+        assert "already linked" in moved.json()["error"]
+        listed = (await client.get("/api/instances")).json()
+        status = (await client.get("/api/status/demo")).json()
+
+    assert [i["kind"] for i in listed] == ["managed"]  # no external row was left behind
+    assert status["registered"] is False and status["topics"] == []
+    await bot.say("still mine?", topic)  # the topic still talks to its own server
+    await bot.wait_message(topic, lambda m: m.text == "Hello from mock! You said: still mine?")
+
+
+async def test_a_failed_registration_leaves_no_row_client_or_stream(
+    bot: RunningBot, desk_server: ManagedServer
+) -> None:
+    body = {"project_path": "desk", "port": desk_server.port, "password": desk_server.password}
+    async with api(bot) as client:
+        missing = await client.post("/api/register", json=body | {"session_id": "ses_nothere"})
+        listed = (await client.get("/api/instances")).json()
+
+    assert missing.status_code == 404, missing.text
+    assert listed == []
