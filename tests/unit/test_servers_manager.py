@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from oc_outpost.model import InstanceKind, InstanceState
-from oc_outpost.opencode.errors import OpenCodeTimeout
+from oc_outpost.opencode.errors import OpenCodeTimeout, OpenCodeUnavailable
 from oc_outpost.servers.errors import InstanceBusy, InstanceError
 from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.servers.managed import ServerStartError
@@ -45,6 +45,7 @@ class World:
     starts: list[tuple[Path, int, str]] = field(default_factory=list)
     servers: list[FakeServer] = field(default_factory=list)
     unhealthy: set[int] = field(default_factory=set)
+    refusing: set[int] = field(default_factory=set)  # ports whose connections are refused
     busy_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)  # by directory key
     permissions: dict[str, list[object]] = field(default_factory=dict)
     pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
@@ -108,6 +109,8 @@ class FakeClient:
     async def health(self) -> object:
         if self._port in self.world.unhealthy:
             raise OpenCodeTimeout("GET /global/health: no response within 2s")
+        if self._port in self.world.refusing:
+            raise OpenCodeUnavailable("GET /global/health: connection refused")
         return object()
 
     async def session_status(self) -> dict[str, Any]:
@@ -474,6 +477,33 @@ async def test_restarts_back_off_then_give_up_in_error_state(rig: Rig) -> None:
     assert rig.manager.get(first.info.id) is None
     # a message later tries again, under the same id
     assert (await rig.manager.ensure_running(rig.project("demo"))).info.id == first.info.id
+
+
+async def test_a_server_whose_port_refuses_is_restarted_when_a_message_needs_it(
+    rig: Rig,
+) -> None:
+    """Killed moments ago, before a health check noticed: the message gets a live server."""
+    demo = rig.project("demo")
+    first = await rig.manager.ensure_running(demo)
+    assert first.info.port is not None
+    rig.world.refusing.add(first.info.port)
+
+    again = await rig.manager.ensure_running(demo)
+
+    assert again.info.id == first.info.id and len(rig.world.starts) == 2
+    assert rig.listener.kinds() == ["down", "up"]
+    assert "refuses connections" in str(rig.listener.events[0][1])
+
+
+async def test_a_slow_health_answer_does_not_restart_a_server_a_message_needs(rig: Rig) -> None:
+    demo = rig.project("demo")
+    first = await rig.manager.ensure_running(demo)
+    assert first.info.port is not None
+    rig.world.unhealthy.add(first.info.port)
+
+    await rig.manager.ensure_running(demo)
+
+    assert len(rig.world.starts) == 1 and rig.listener.kinds() == []
 
 
 async def test_a_message_during_the_backoff_starts_the_server_at_once(rig: Rig) -> None:

@@ -1,7 +1,9 @@
 """Prompting: text (and files) typed in a bound topic become the session's next prompt.
 
 The server is connected first (a stopped managed one is woken, with a notice when that takes a
-while); the turn is tracked before the prompt is sent so no event of it is missed.
+while); the turn is tracked before the prompt is sent so no event of it is missed. A server
+that died moments before (its port refuses the prompt) is restarted and the prompt sent once
+more, instead of refusing it and leaving the user to notice.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 from pathlib import Path
 
 from oc_outpost.core.chat import Attachment, ChatPort
-from oc_outpost.core.errors import BadRequest, Unavailable
+from oc_outpost.core.errors import BadRequest, Unavailable, UserError
 from oc_outpost.core.linking import SERVER_ERRORS
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
-from oc_outpost.opencode.errors import OpenCodeError
+from oc_outpost.opencode.errors import OpenCodeError, OpenCodeUnavailable
 from oc_outpost.opencode.wire import FileInput, PromptPart, TextInput
 from oc_outpost.servers.errors import InstanceBusy
+from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
@@ -41,29 +44,44 @@ class Prompter:
         session_id = binding.session_id
         if session_id is None:
             raise BadRequest(NOT_LINKED)
+        running = await self._connect(binding)
+        queued = self._tracker.is_busy(session_id)
+        if queued:
+            await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
+        else:
+            self._tracker.begin(binding, running.client)
+        parts = prompt_parts(text, attachments)
+        try:
+            try:
+                await running.client.prompt_async(session_id, parts)
+            except OpenCodeUnavailable as exc:
+                log.info("prompt to %s refused (%s); restarting its server", session_id, exc)
+                running = await self._connect(binding)
+                await running.client.prompt_async(session_id, parts)
+        except (OpenCodeError, UserError) as exc:
+            log.warning("prompt to %s failed: %s", session_id, exc)
+            refused = f"The prompt was not accepted: {exc}"
+            if queued:  # the running turn is another prompt's: leave it be
+                await self._chat.notify(topic_id, f"❌ {refused}")
+            else:
+                await self._tracker.fail(session_id, topic_id, refused)
+            return
+        self._tracker.mark_accepted(session_id, running.client)
+
+    async def _connect(self, binding: TopicBinding) -> RunningInstance:
         name = Path(binding.project_path).name
 
         async def waking() -> None:
-            await self._chat.notify(topic_id, WAKING_UP.format(name=name))
+            await self._chat.notify(binding.topic_id, WAKING_UP.format(name=name))
 
         try:
-            running = await self._registry.connect(
+            return await self._registry.connect(
                 binding.instance_id, Path(binding.project_path), on_slow=waking
             )
         except InstanceBusy as exc:
             raise Unavailable(str(exc)) from exc
         except SERVER_ERRORS as exc:
             raise Unavailable(f"OpenCode is not available: {exc}") from exc
-        client = running.client
-        if self._tracker.is_busy(session_id):
-            await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
-        else:
-            self._tracker.begin(binding, client)
-        try:
-            await client.prompt_async(session_id, prompt_parts(text, attachments))
-        except OpenCodeError as exc:
-            log.warning("prompt to %s failed: %s", session_id, exc)
-            await self._tracker.fail(session_id, topic_id, f"The prompt was not accepted: {exc}")
 
 
 def prompt_parts(text: str, attachments: tuple[Attachment, ...]) -> list[PromptPart]:

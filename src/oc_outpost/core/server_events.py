@@ -112,8 +112,9 @@ class ServerEvents:
         log.info("OpenCode %s stopped (%s)", ", ".join(instance_ids), reason)
 
     async def _fail_turns(self, instance_ids: Sequence[str], message: str) -> None:
+        """End the turns OpenCode had; a prompt still on its way is sent again by prompting."""
         for binding in self._topics(instance_ids):
-            if binding.session_id and self._tracker.is_busy(binding.session_id):
+            if binding.session_id and self._tracker.is_accepted(binding.session_id):
                 await self._tracker.fail(binding.session_id, binding.topic_id, message)
 
     def _topics(self, instance_ids: Iterable[str]) -> list[TopicBinding]:

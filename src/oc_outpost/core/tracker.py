@@ -32,6 +32,9 @@ class ActiveTurn:
     streaming: bool
     client: OpenCodeClient
     snapshot: TurnSnapshot
+    # OpenCode has the prompt (it accepted it, or its events arrived); until then a server
+    # crash does not end the turn: the prompt is sent again once the server is back.
+    accepted: bool = False
 
 
 class TurnTracker:
@@ -65,6 +68,16 @@ class TurnTracker:
 
     def active(self, session_id: str) -> ActiveTurn | None:
         return self._turns.get(session_id)
+
+    def is_accepted(self, session_id: str) -> bool:
+        active = self._turns.get(session_id)
+        return active is not None and active.accepted
+
+    def mark_accepted(self, session_id: str, client: OpenCodeClient) -> None:
+        """OpenCode took the turn's prompt (through ``client``, maybe a restarted server's)."""
+        active = self._turns.get(session_id)
+        if active is not None:
+            active.accepted, active.client = True, client
 
     def active_count(self) -> int:
         return len(self._turns)
@@ -129,9 +142,8 @@ class TurnTracker:
         active = self._turns.pop(session_id, None)
         if busy:
             if active is None:
-                self.begin(binding, client)
-            else:
-                self._turns[session_id] = replace(active, client=client)
+                active = self.begin(binding, client)
+            self._turns[session_id] = replace(active, client=client, accepted=True)
             return
         if active is None:  # known only from the turn journal (the bot restarted)
             snapshot = TurnSnapshot(next(self._ids), session_id, self._clock())
@@ -165,6 +177,7 @@ class TurnTracker:
             if not _turns_busy(event):
                 return
             active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
+        active.accepted = True
         if _turns_idle(event):
             del self._turns[session_id]
             self._remember_user_messages(active.snapshot)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
 from oc_outpost.opencode.client import OpenCodeClient
-from oc_outpost.opencode.errors import OpenCodeError
+from oc_outpost.opencode.errors import OpenCodeError, OpenCodeUnavailable
 from oc_outpost.servers.adoption import reclaim_orphans
 from oc_outpost.servers.errors import InstanceBusy, InstanceError
 from oc_outpost.servers.listener import RunningInstance, ServerListener
@@ -175,6 +175,10 @@ class InstanceManager:
         slot = await self._slot_for(project_path)
         back_after_crash = False
         async with slot.lock:
+            if slot.alive() and not await self._answers(slot):
+                # killed or crashed moments ago, before a health check noticed: restart now
+                # rather than hand out a client whose prompt would be refused
+                await self.mark_down(slot, "its port refuses connections")
             if not slot.alive():
                 if slot.recovery is not None:
                     slot.recovery.cancel()  # the user is waiting: start now, not after backoff
@@ -186,6 +190,19 @@ class InstanceManager:
         if back_after_crash:
             await self.announce_up(slot)
         return running
+
+    async def _answers(self, slot: Slot) -> bool:
+        """False only when the server's port refuses connections (it is gone); a slow answer
+        is left to the supervisor's health checks."""
+        if slot.client is None:
+            return True
+        try:
+            await slot.client.health()
+        except OpenCodeUnavailable:
+            return False
+        except OpenCodeError:
+            return True
+        return True
 
     def get(self, instance_id: str) -> RunningInstance | None:
         """The managed instance if it is running now."""
