@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 OutboxFactory = Callable[[Bot, Clock], Outbox]
 
 
+class NoProgressLog:
+    """Progress messages need not survive a restart here."""
+
+    async def progress_shown(self, session_id: str, message_id: int) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Scenario:
     topics: int
@@ -139,7 +146,7 @@ async def run(
         fake.flood()  # Telegram's limits: 1 s per chat, 20 per minute per group, 30 per second
         outbox = make_outbox(bot, clock)
         outbox.start()
-        chat = TelegramChat(outbox, CHAT_ID, GoneTopics(), clock=clock.now)
+        chat = TelegramChat(outbox, CHAT_ID, GoneTopics(), NoProgressLog(), clock=clock.now)
         started = clock.now()
         idle_at = started + scenario.stream_s
         turns = [StreamingTurn(t, i + 1, scenario, started) for i, t in enumerate(topics)]

@@ -113,8 +113,6 @@ class OutpostApp:
         self.options = options or RunOptions()
         self.application = build_application(settings, self.options)
         self.outbox = Outbox(self.application.bot, outbox_limits(settings))
-        self.gone_topics = GoneTopics()
-        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id, self.gone_topics)
         self._dbs: list[Database] = []
         self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
@@ -125,7 +123,10 @@ class OutpostApp:
         self._dbs.append(orchestrator_db)
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
         self._dbs.append(topic_db)
-        core = build_core(s, self.options, self.chat, self.gone_topics, orchestrator_db, topic_db)
+        gone_topics = GoneTopics()
+        journal = TurnJournal(ActiveTurnStore(topic_db))
+        chat = TelegramChat(self.outbox, s.telegram_chat_id, gone_topics, journal)
+        core = build_core(s, self.options, chat, gone_topics, journal, orchestrator_db, topic_db)
         self.core = core
         self.controller = core.controller
 
@@ -135,7 +136,7 @@ class OutpostApp:
             allowed_users=frozenset(s.telegram_allowed_users),
             handle_general=s.handle_general_topic,
         )
-        Handlers(self.controller, self.chat, policy).install(self.application)
+        Handlers(self.controller, chat, policy).install(self.application)
         self.api = ApiServer(
             build_api(self.controller, await api_config(s)), s.api_host, s.api_port
         )
@@ -194,6 +195,7 @@ def build_core(
     options: RunOptions,
     chat: ChatPort,
     gone_topics: GoneTopics,
+    journal: TurnJournal,
     orchestrator_db: Database,
     topic_db: Database,
 ) -> Core:
@@ -203,7 +205,6 @@ def build_core(
 
     # core's side of the OpenCode events: built first, the servers report to it
     bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-    journal = TurnJournal(ActiveTurnStore(topic_db))
     tracker = TurnTracker(chat, bindings, journal)
     approvals = Approvals(chat, PendingStore(topic_db))
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)

@@ -24,6 +24,8 @@ from oc_outpost.api.server import ApiConfig, ApiServer, ApiStartError, build_api
 from oc_outpost.app import RunOptions, build_core
 from oc_outpost.config import load_settings
 from oc_outpost.core.chat import GoneTopics
+from oc_outpost.core.journal import TurnJournal
+from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 
@@ -64,7 +66,8 @@ async def make_api(
     orchestrator = await Database.open(tmp_path / "o.db", ORCHESTRATOR_MIGRATIONS)
     topics = await Database.open(tmp_path / "t.db", TOPIC_MIGRATIONS)
     chat: Any = RecordingChat()
-    core = build_core(settings, RunOptions(), chat, GoneTopics(), orchestrator, topics)
+    journal = TurnJournal(ActiveTurnStore(topics))
+    core = build_core(settings, RunOptions(), chat, GoneTopics(), journal, orchestrator, topics)
     return build_api(core.controller, config or ApiConfig(api_key=KEY)), [orchestrator, topics]
 
 

@@ -59,6 +59,11 @@ def question_prompt(request: PendingRequest) -> QuestionPrompt:
     )
 
 
+def _pressed_on(request: PendingRequest, message_id: int) -> bool:
+    """A token pasted onto another message (a forged keyboard) answers nothing."""
+    return request.message_id is None or request.message_id == message_id
+
+
 class Approvals:
     def __init__(self, chat: ChatPort, pending: PendingStore) -> None:
         self._chat = chat
@@ -146,15 +151,18 @@ class Approvals:
             await self._close(request, "☑️ OpenCode no longer waits for this (answered elsewhere).")
 
     async def answer_permission(
-        self, token: str, choice: str, who: str, clients: ClientLookup
+        self, token: str, choice: str, who: str, clients: ClientLookup, message_id: int
     ) -> str:
         """A button press on a permission request; returns the text for the button spinner.
-        ``clients`` maps the request's instance id to the client of its running server."""
+        ``clients`` maps the request's instance id to the client of its running server;
+        ``message_id`` is the message the pressed button is on (only its own counts)."""
         if choice not in PERMISSION_REPLIES:
             return "Unknown choice."
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.PERMISSION:
             return "This request is not known."
+        if not _pressed_on(request, message_id):
+            return "This button is not for this request."
         reply, verb = PERMISSION_REPLIES[choice]
         client = await self._client_or_expire(request, clients)
         if client is None:
@@ -173,11 +181,13 @@ class Approvals:
         return verb
 
     async def answer_question(
-        self, token: str, option: int, who: str, clients: ClientLookup
+        self, token: str, option: int, who: str, clients: ClientLookup, message_id: int
     ) -> str:
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.QUESTION:
             return "This question is not known."
+        if not _pressed_on(request, message_id):
+            return "This button is not for this request."
         options = question_prompt(request).options
         if not 0 <= option < len(options):
             return "Unknown option."

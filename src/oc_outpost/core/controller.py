@@ -268,11 +268,15 @@ class Controller:
 
     # --- approvals ----------------------------------------------------------------------------
 
-    async def answer_permission(self, token: str, choice: str, who: str) -> str:
-        return await self._approvals.answer_permission(token, choice, who, self._registry.client)
+    async def answer_permission(self, token: str, choice: str, who: str, message_id: int) -> str:
+        return await self._approvals.answer_permission(
+            token, choice, who, self._registry.client, message_id
+        )
 
-    async def answer_question(self, token: str, option: int, who: str) -> str:
-        return await self._approvals.answer_question(token, option, who, self._registry.client)
+    async def answer_question(self, token: str, option: int, who: str, message_id: int) -> str:
+        return await self._approvals.answer_question(
+            token, option, who, self._registry.client, message_id
+        )
 
     # --- sessions -----------------------------------------------------------------------------
 

@@ -82,7 +82,11 @@ class TurnTracker:
     def active_count(self) -> int:
         return len(self._turns)
 
-    def begin(self, binding: TopicBinding, client: OpenCodeClient) -> ActiveTurn:
+    def begin(
+        self, binding: TopicBinding, client: OpenCodeClient, *, resume: bool = False
+    ) -> ActiveTurn:
+        """Track a new turn of the binding's session. ``resume``: a turn of the previous run
+        (from the journal), whose progress message is edited on instead of sending another."""
         assert binding.session_id is not None
         snapshot = TurnSnapshot(
             next(self._ids),
@@ -92,22 +96,33 @@ class TurnTracker:
         )
         active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         self._turns[binding.session_id] = active
+        if resume:
+            self._adopt_progress(binding.topic_id, snapshot)
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
 
+    def _adopt_progress(self, topic_id: int, snapshot: TurnSnapshot) -> None:
+        message_id = self._journal.progress_message(snapshot.session_id)
+        if message_id is not None:
+            self._chat.adopt_progress(topic_id, snapshot, message_id)
+
     async def fail(self, session_id: str, topic_id: int, message: str) -> None:
         """End the session's turn with an error the user can read."""
         active = self._turns.pop(session_id, None)
-        if active is None:
+        if active is not None:
+            self._remember_user_messages(active.snapshot)
+            snapshot, streaming = active.snapshot, active.streaming
+        elif self._journal.progress_message(session_id) is not None:
+            # a turn of the previous run: its progress message is closed with the failure
+            snapshot, streaming = TurnSnapshot(next(self._ids), session_id, self._clock()), True
+            self._adopt_progress(topic_id, snapshot)
+        else:
             await self._chat.notify(topic_id, f"❌ {message}")
             await self._journal.finished(session_id)
             return
-        self._remember_user_messages(active.snapshot)
-        failed = replace(
-            active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
-        )
-        await self._deliver(topic_id, failed, streaming=active.streaming)
+        failed = replace(snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock())
+        await self._deliver(topic_id, failed, streaming=streaming)
 
     async def abort(self, session_id: str) -> str:
         active = self._turns.get(session_id)
@@ -142,11 +157,12 @@ class TurnTracker:
         active = self._turns.pop(session_id, None)
         if busy:
             if active is None:
-                active = self.begin(binding, client)
+                active = self.begin(binding, client, resume=True)
             self._turns[session_id] = replace(active, client=client, accepted=True)
             return
         if active is None:  # known only from the turn journal (the bot restarted)
             snapshot = TurnSnapshot(next(self._ids), session_id, self._clock())
+            self._adopt_progress(binding.topic_id, snapshot)
             active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         active = replace(active, client=client)
         if error is None:

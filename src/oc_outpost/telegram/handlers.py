@@ -375,11 +375,16 @@ class Handlers:
         topic = message.message_thread_id if isinstance(message, Message) else None
         if isinstance(message, Message) and not message.is_topic_message:
             topic = None
+        pressed_on = message.message_id if message is not None else 0
         match callbacks.parse(query.data):
             case callbacks.PermissionPress(token, choice):
-                answer = await self._controller.answer_permission(token, choice, person)
+                answer = await self._controller.answer_permission(token, choice, person, pressed_on)
             case callbacks.QuestionPress(token, option):
-                answer = await self._controller.answer_question(token, option, person)
+                answer = await self._controller.answer_question(token, option, person, pressed_on)
+            case callbacks.StopPress(session_id) if not self._chat.is_live_progress(
+                pressed_on, session_id
+            ):
+                answer = "This turn has ended."  # an old progress message's Stop button
             case callbacks.StopPress(session_id):
                 answer = await self._controller.stop_turn(session_id, person)
             case callbacks.LinkPress(key) if topic is not None and message is not None:

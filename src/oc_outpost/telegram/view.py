@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from oc_outpost.core.chat import (
     GoneTopics,
     HistoryEntry,
     PermissionPrompt,
+    ProgressLog,
     ProjectEntry,
     QuestionPrompt,
     TopicGone,
@@ -82,12 +83,15 @@ class TelegramChat:
         outbox: Outbox,
         chat_id: int,
         gone_topics: GoneTopics,
+        progress_log: ProgressLog,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._chat_id = chat_id
         self._gone_topics = gone_topics  # core unlinks the topics reported there
+        self._progress_log = progress_log  # remembers progress messages across restarts
+        self._tasks: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._progress: dict[int, _Progress] = {}  # by turn id
 
@@ -237,8 +241,29 @@ class TelegramChat:
             return
         progress.message_id = future.result().message_id
         progress.shown = text
+        self._spawn(self._progress_log.progress_shown(progress.session_id, progress.message_id))
         if progress.latest != progress.shown:
             self._edit_progress(progress)
+
+    def is_live_progress(self, message_id: int, session_id: str) -> bool:
+        """Whether ``message_id`` shows a running turn of the session (its Stop button counts)."""
+        return any(
+            p.message_id == message_id and p.session_id == session_id
+            for p in self._progress.values()
+        )
+
+    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
+        self._progress[turn.turn_id] = _Progress(topic_id, turn.session_id, message_id=message_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording a progress message failed", exc_info=task.exception())
 
     def _edit_progress(self, progress: _Progress, *, final: bool = False) -> None:
         assert progress.message_id is not None
