@@ -86,6 +86,9 @@ class ChatPort(Protocol):
 
     async def delete_topic(self, topic_id: int) -> None: ...
 
+    async def topic_exists(self, topic_id: int) -> bool:
+        """Whether the topic is still there (Telegram sends no update when one is deleted)."""
+
     async def close_topic(self, topic_id: int) -> None: ...
 
     async def reopen_topic(self, topic_id: int) -> None: ...

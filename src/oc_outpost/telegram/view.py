@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
+from telegram.constants import ChatAction
 from telegram.error import BadRequest
 
 from oc_outpost.core.chat import (
@@ -111,6 +112,21 @@ class TelegramChat:
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
+
+    async def topic_exists(self, topic_id: int) -> bool:
+        # Only send methods tell a deleted topic apart ("message thread not found"); a chat
+        # action is the one send that leaves nothing behind.
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.send_chat_action(
+                    self._chat_id, ChatAction.TYPING, message_thread_id=topic_id
+                ),
+                chat_id=self._chat_id,
+                priority=Priority.INTERACTIVE,
+            )
+        except TopicGone:
+            return False
+        return True
 
     async def close_topic(self, topic_id: int) -> None:
         await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
