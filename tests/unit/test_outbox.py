@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from telegram.error import BadRequest, RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter
 
 from oc_outpost.core.chat import TopicGone
 from oc_outpost.telegram.outbox import Clock, Limits, Outbox, OutboxClosed, Priority
@@ -389,3 +389,30 @@ async def test_a_more_urgent_newer_call_joins_the_back_of_its_class(bot_and_outb
     outbox.start()
     await asyncio.gather(final, progress, summary)
     assert bot.log == ["final", "summary", "other"]
+
+
+async def test_a_final_is_retried_through_a_long_outage_and_progress_is_not() -> None:
+    clock = Clock(speedup=100)
+    outbox = Outbox(RecordingBot(), FAST, clock=clock)  # type: ignore[arg-type]
+    attempts: list[float] = []
+
+    async def down_for_a_minute(_: Any) -> str:
+        attempts.append(clock.now())
+        if attempts[-1] - attempts[0] < 60.0:
+            raise NetworkError("connection refused")
+        return "delivered"
+
+    async def progress(_: Any) -> str:
+        raise NetworkError("connection refused")
+
+    outbox.start()
+    edit = outbox.enqueue(progress, chat_id=CHAT, priority=Priority.PROGRESS)
+    assert await outbox.submit(down_for_a_minute, chat_id=CHAT, priority=Priority.FINAL) == (
+        "delivered"
+    )
+    with pytest.raises(NetworkError):
+        await edit
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 6  # the old limit gave up after 4 attempts
+    assert max(gaps) <= 30.0 + 1.0  # capped backoff
+    await outbox.close(0.1)

@@ -96,7 +96,9 @@ class Limits:
     progress_reserve: int = 4
     # Floor for the pause between two edits of the same progress message.
     min_edit_interval_s: float = 2.0
-    network_retries: int = 3
+    # Network errors: a final answer or an interactive message is retried until it is delivered
+    # (pausing 1, 2, 4 … s, at most this long); a progress edit is dropped (a newer one follows).
+    network_backoff_cap_s: float = 30.0
 
 
 @dataclass
@@ -446,11 +448,18 @@ class Outbox:
 
     def _on_network_error(self, job: _Job, exc: TelegramError) -> None:
         job.attempts += 1
-        if job.priority == Priority.PROGRESS or job.attempts > self.limits.network_retries:
-            log.warning("Bot API call failed after %d attempt(s): %s", job.attempts, exc.message)
+        if job.priority == Priority.PROGRESS:
+            log.warning("progress update not sent: %s", exc.message)
             self._fail(job, exc)
             return
-        self._paused_until[job.chat_id] = self.clock.now() + float(job.attempts)
+        pause = min(2.0 ** (job.attempts - 1), self.limits.network_backoff_cap_s)
+        log.warning(
+            "Bot API unreachable (%s, attempt %d); retrying in %.0f s",
+            exc.message,
+            job.attempts,
+            pause,
+        )
+        self._paused_until[job.chat_id] = self.clock.now() + pause
         self._requeue(job)
 
     def _requeue(self, job: _Job) -> None:
