@@ -20,7 +20,7 @@ import pytest
 
 from oc_outpost.app import RunOptions
 from oc_outpost.config import Settings
-from oc_outpost.model import InstanceState
+from oc_outpost.model import InstanceKind, InstanceState
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.servers import manager as manager_module
 from tests.rig.app_bot import AppBot, opencode_servers_in
@@ -178,8 +178,9 @@ async def test_bot_restart_adopts_the_running_server_and_delivers_a_missed_final
     llm.when("still", Text("the adopted server answers"))
     await second.say("still there?", topic)
     await second.wait_message(topic, "the adopted server answers")
-    rows = await second.running_app.core.registry.manager._store.all()
-    assert len(rows) == 1 and rows[0].state == InstanceState.RUNNING
+    rows = await second.running_app.core.registry.all_instances()
+    managed = [r for r in rows if r.kind == InstanceKind.MANAGED]  # not servers found running
+    assert len(managed) == 1 and managed[0].state == InstanceState.RUNNING
 
 
 async def test_a_stalled_event_stream_is_caught_by_the_watchdog_and_the_final_arrives(
