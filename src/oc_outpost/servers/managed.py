@@ -229,10 +229,6 @@ class ManagedServer:
         return self._project_dir
 
     @property
-    def log_paths(self) -> dict[str, Path]:
-        return dict(self._output.paths)
-
-    @property
     def returncode(self) -> int | None:
         return self._process.poll()
 
