@@ -33,7 +33,7 @@ from oc_outpost.core.projects import (
 from oc_outpost.core.prompting import NOT_LINKED, Prompter
 from oc_outpost.core.recovery import StartupRecovery
 from oc_outpost.core.registration import Registration, Registrations
-from oc_outpost.core.replies import ClearReport, SessionInfo, SessionList, StatusReport
+from oc_outpost.core.replies import ClearReport, SessionDetails, SessionList, StatusReport
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.unlinking import Unlinker
@@ -364,7 +364,7 @@ class Controller:
         await self._bindings.save(replace(binding, streaming_enabled=enabled))
         return enabled
 
-    async def session_info(self, topic_id: int | None) -> SessionInfo:
+    async def session_info(self, topic_id: int | None) -> SessionDetails:
         binding = self._require_binding(topic_id)
         assert binding.session_id is not None
         return await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))

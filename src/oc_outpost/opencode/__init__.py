@@ -5,39 +5,3 @@
 * `events`: typed frozen events and `parse_event` for `/event` and `/global/event` frames.
 * `wire`: pydantic models of the JSON bodies. `errors`: the exception types.
 """
-
-from oc_outpost.opencode.client import OpenCodeClient, PermissionReply
-from oc_outpost.opencode.errors import (
-    EventParseError,
-    OpenCodeAuthError,
-    OpenCodeError,
-    OpenCodeHTTPError,
-    OpenCodeNotFound,
-    OpenCodeResponseError,
-    OpenCodeTimeout,
-    OpenCodeUnavailable,
-)
-from oc_outpost.opencode.events import Event, parse_event, parse_frame
-from oc_outpost.opencode.stream import EventStream, iter_events
-from oc_outpost.opencode.wire import FileInput, PromptPart, TextInput
-
-__all__ = [
-    "Event",
-    "EventParseError",
-    "EventStream",
-    "FileInput",
-    "OpenCodeAuthError",
-    "OpenCodeClient",
-    "OpenCodeError",
-    "OpenCodeHTTPError",
-    "OpenCodeNotFound",
-    "OpenCodeResponseError",
-    "OpenCodeTimeout",
-    "OpenCodeUnavailable",
-    "PermissionReply",
-    "PromptPart",
-    "TextInput",
-    "iter_events",
-    "parse_event",
-    "parse_frame",
-]

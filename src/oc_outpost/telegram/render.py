@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from oc_outpost.core.chat import HistoryEntry, PermissionPrompt, QuestionPrompt
 from oc_outpost.core.replies import (
     ClearReport,
+    SessionDetails,
     SessionEntry,
-    SessionInfo,
     SessionList,
     StatusReport,
 )
@@ -226,7 +226,7 @@ def status_message(report: StatusReport, budget: Sequence[tuple[str, str]]) -> S
     return join(lines, "\n")
 
 
-def session_message(info: SessionInfo) -> Styled:
+def session_message(info: SessionDetails) -> Styled:
     binding = info.binding
     lines = [styled(f"📁 {binding.project_path.rstrip('/').rsplit('/', 1)[-1]}", "bold")]
     lines.append(plain("Directory: ") + styled(binding.project_path, "code"))
