@@ -59,6 +59,23 @@ def question_prompt(request: PendingRequest) -> QuestionPrompt:
     )
 
 
+def _payload(event: ev.PermissionAsked | ev.QuestionAsked) -> dict[str, Any]:
+    """What answering and redrawing the request needs, kept in its row."""
+    if isinstance(event, ev.PermissionAsked):
+        return {
+            "permission": event.permission,
+            "patterns": list(event.patterns),
+            "detail": permission_detail(event.metadata),
+        }
+    question = event.questions[0]  # only the first of several questions gets buttons
+    return {
+        "question": question.question,
+        "header": question.header,
+        "options": [option.label for option in question.options],
+        "count": len(event.questions),
+    }
+
+
 def _pressed_on(request: PendingRequest, message_id: int) -> bool:
     """A token pasted onto another message (a forged keyboard) answers nothing."""
     return request.message_id is None or request.message_id == message_id
@@ -72,9 +89,9 @@ class Approvals:
     async def on_event(self, instance_id: str, binding: TopicBinding, event: ev.Event) -> None:
         match event:
             case ev.PermissionAsked():
-                await self._ask_permission(instance_id, binding, event)
-            case ev.QuestionAsked():
-                await self._ask_question(instance_id, binding, event)
+                await self._ask(instance_id, binding, event, PendingKind.PERMISSION)
+            case ev.QuestionAsked() if event.questions:
+                await self._ask(instance_id, binding, event, PendingKind.QUESTION)
             case ev.PermissionReplied() | ev.QuestionReplied() | ev.QuestionRejected():
                 await self._answered_elsewhere(event.request_id)
 
@@ -87,47 +104,24 @@ class Approvals:
             await self._close(request, "⌛ No longer answerable here.")
         await self._pending.expire_for_session(session_id)
 
-    async def _ask_permission(
-        self, instance_id: str, binding: TopicBinding, event: ev.PermissionAsked
+    async def _ask(
+        self,
+        instance_id: str,
+        binding: TopicBinding,
+        event: ev.PermissionAsked | ev.QuestionAsked,
+        kind: PendingKind,
     ) -> None:
+        """Store the request behind a token (once per OpenCode request) and show it."""
         request = await self._pending.get_by_request_id(event.request_id)
         if request is None:
             request = await self._pending.create(
-                kind=PendingKind.PERMISSION,
+                kind=kind,
                 request_id=event.request_id,
                 session_id=event.session_id,
                 instance_id=instance_id,
                 chat_id=binding.chat_id,
                 topic_id=binding.topic_id,
-                payload={
-                    "permission": event.permission,
-                    "patterns": list(event.patterns),
-                    "detail": permission_detail(event.metadata),
-                },
-            )
-        await self._show(request)
-
-    async def _ask_question(
-        self, instance_id: str, binding: TopicBinding, event: ev.QuestionAsked
-    ) -> None:
-        if not event.questions:
-            return
-        request = await self._pending.get_by_request_id(event.request_id)
-        if request is None:
-            question = event.questions[0]
-            request = await self._pending.create(
-                kind=PendingKind.QUESTION,
-                request_id=event.request_id,
-                session_id=event.session_id,
-                instance_id=instance_id,
-                chat_id=binding.chat_id,
-                topic_id=binding.topic_id,
-                payload={
-                    "question": question.question,
-                    "header": question.header,
-                    "options": [option.label for option in question.options],
-                    "count": len(event.questions),
-                },
+                payload=_payload(event),
             )
         await self._show(request)
 
