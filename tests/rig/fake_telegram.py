@@ -12,6 +12,7 @@ Error strings marked ``# guess`` are not verified against the real Bot API; matc
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -566,26 +567,168 @@ _ENTITY_TYPES: Final = frozenset(
 
 
 def validate_entities(text: str, entities: Any) -> list[JsonDict]:
-    """Check explicit entities against the UTF-16 length of ``text``. Error wording is a guess."""
+    """Check explicit entities as the real server does (telegram.md §11): a bad entity is refused
+    with its own text, never "can't parse entities" (that only comes from parse_mode parsing).
+    A text_link's URL is checked and stored the way TDLib does (`check_link`)."""
     if not isinstance(entities, list):
-        raise EntityParseError("entities must be an array")  # guess
+        raise bad_request("can't parse entities JSON object")  # guess
     total = utf16_len(text)
     checked: list[JsonDict] = []
     for position, entity in enumerate(entities):
         if not isinstance(entity, dict) or entity.get("type") not in _ENTITY_TYPES:
-            raise EntityParseError(f"unsupported entity at position {position}")  # guess
+            raise bad_request(f"unsupported entity at position {position}")  # guess
         offset, length = entity.get("offset"), entity.get("length")
         if not isinstance(offset, int) or not isinstance(length, int):
-            raise EntityParseError(f"entity {position} has no offset or length")  # guess
+            raise bad_request(f"entity {position} has no offset or length")  # guess
         if offset < 0 or length <= 0 or offset + length > total:
-            raise EntityParseError(
-                f"entity {position} ({entity['type']}, offset {offset}, length {length}) is "
-                f"outside the text of {total} UTF-16 code units"  # guess
+            raise bad_request(
+                f"entity {position} ({entity['type']}, offset {offset}, length {length}) "
+                f"ends after the end of the text of {total} UTF-16 code units"  # guess
             )
-        if entity["type"] == "text_link" and not entity.get("url"):
-            raise EntityParseError(f"entity {position} is a text_link without url")  # guess
-        checked.append(dict(entity))
+        entity = dict(entity)
+        if entity["type"] == "text_link":
+            url = str(entity.get("url") or "")
+            try:
+                entity["url"] = check_link(url)
+            except LinkError as exc:
+                raise bad_request(f"entity URL '{url}' is invalid: {exc}") from exc
+        checked.append(entity)
     return _sorted_entities(checked)
+
+
+# --- what the server keeps of an entity list (td MessageEntity.cpp, LinkManager.cpp, HttpUrl.cpp)
+
+MAX_USER_ENTITIES: Final = 100  # td: MAX_USER_ENTITY_COUNT, "server-side limit"
+# Detected by the server from the text; entities of these types sent by a bot are not user entities.
+_SERVER_DETECTED_TYPES: Final = frozenset(
+    ["mention", "hashtag", "cashtag", "bot_command", "url", "email", "phone_number"]
+)
+_SPLITTABLE_TYPES: Final = frozenset(["bold", "italic", "underline", "strikethrough", "spoiler"])
+_URL_PART_CHARS: Final = frozenset(".-_!$,~*'();&+=")
+
+
+def applied_entities(entities: list[JsonDict]) -> list[JsonDict]:
+    """The entities Telegram keeps: at most 100 user entities, the rest silently ignored.
+
+    TDLib counts the non-splittable ones (code, pre, text_link, blockquote, ...) first, then
+    bold/italic/underline/strikethrough/spoiler; custom emoji do not count. (TDLib first splits
+    overlapping splittable entities into pieces, which can only lower what is kept; not modelled.)
+    """
+    kept: list[JsonDict] = []
+    count = 0
+    for splittable in (False, True):
+        for entity in entities:
+            kind = entity["type"]
+            if kind in _SERVER_DETECTED_TYPES or (kind in _SPLITTABLE_TYPES) != splittable:
+                continue
+            if kind != "custom_emoji":
+                if count >= MAX_USER_ENTITIES:
+                    continue
+                count += 1
+            kept.append(entity)
+    kept.extend(e for e in entities if e["type"] in _SERVER_DETECTED_TYPES)
+    return _sorted_entities(kept)
+
+
+class LinkError(Exception):
+    """Why TDLib refuses a link (LinkManager::check_link_impl / parse_url)."""
+
+
+def check_link(url: str) -> str:
+    """The URL as TDLib stores a text_link to it, or LinkError with TDLib's reason.
+
+    A host without a dot (``localhost``, ``intranet``) is "Wrong HTTP URL"; IPv4 literals have
+    dots and pass; ``mailto:x@y.z`` parses as userinfo ``mailto:x`` and becomes
+    ``http://mailto:x@y.z/``. tg:// and ton:// links are accepted as given (not modelled further).
+    """
+    if url.lower().startswith(("tg:", "ton:", "tonsite:")):
+        return url
+    protocol, rest = "http", url
+    scheme = re.match(r"([^:/?#@\[\]]*)://", url)
+    if scheme is not None:
+        protocol = scheme.group(1).lower()
+        if protocol not in ("http", "https"):
+            raise LinkError("Unsupported URL protocol")
+        rest = url[scheme.end() :]
+    split = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL)
+    assert split is not None
+    authority, query = split.groups()
+    userinfo_host, port = _split_port(authority)
+    userinfo, _, host = userinfo_host.rpartition("@")
+    is_ipv6 = host.startswith("[") and host.endswith("]")
+    if is_ipv6 and not _is_ipv6(host[1:-1]):
+        raise LinkError("Wrong IPv6 address specified in the URL")
+    if not host:
+        raise LinkError("URL host is empty")
+    if host == ".":
+        raise LinkError("Host is invalid")
+    host = host.lower()
+    if not is_ipv6:
+        _check_url_part(host, "host", allow_colon=False)
+        _check_url_part(userinfo, "userinfo", allow_colon=True)
+    if "." not in host and not is_ipv6:
+        raise LinkError("Wrong HTTP URL")
+    return f"{protocol}://{userinfo + '@' if userinfo else ''}{host}{port}{_url_query(query)}"
+
+
+def _split_port(authority: str) -> tuple[str, str]:
+    """(userinfo@host, ":port" or ""); the port is the part after the last ':' past any ']'/'@'."""
+    index = len(authority) - 1
+    while index > 0 and authority[index] not in ":]@":
+        index -= 1
+    if index <= 0 or authority[index] != ":":
+        return authority, ""
+    digits = authority[index + 1 :].lstrip("0") or "0"
+    port = int(digits) if digits.isascii() and digits.isdigit() else 0
+    if not 0 < port <= 65535:
+        raise LinkError("Wrong port number specified in the URL")
+    return authority[:index], f":{port}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_url_part(part: str, name: str, *, allow_colon: bool) -> None:
+    index = 0
+    while index < len(part):
+        char = part[index]
+        if char == "%":
+            if not re.fullmatch(r"[0-9A-Fa-f]{2}", part[index + 1 : index + 3]):
+                raise LinkError(f"Wrong percent-encoded symbol in URL {name}")
+            index += 3
+            continue
+        allowed = (char.isascii() and char.isalnum()) or char in _URL_PART_CHARS
+        if not (allowed or (allow_colon and char == ":") or ord(char) >= 128):
+            raise LinkError(f"Disallowed character in URL {name}")
+        index += 1
+
+
+def _url_query(query: str) -> str:
+    query = query.rstrip() or "/"
+    encoded = "".join(f"%{ord(c):02X}" if ord(c) <= 0x20 else c for c in query)
+    return encoded if encoded.startswith("/") else "/" + encoded
+
+
+_PREVIEW_URL_RE: Final = re.compile(r"https?://[^\s]+", re.IGNORECASE)
+
+
+def preview_url(
+    text: str, entities: list[JsonDict], options: Any, legacy_disabled: bool
+) -> str | None:
+    """The page Telegram would show a link preview of, unless previews are disabled (§11)."""
+    options = options if isinstance(options, dict) else {}
+    if legacy_disabled or options.get("is_disabled"):
+        return None
+    if options.get("url"):
+        return str(options["url"])
+    links = [str(e["url"]) for e in entities if e["type"] == "text_link" and e.get("url")]
+    found = _PREVIEW_URL_RE.search(text)
+    return links[0] if links else (found.group(0) if found else None)
 
 
 def parse_formatted(text: str, parse_mode: str | None, entities: Any) -> tuple[str, list[JsonDict]]:
@@ -774,6 +917,7 @@ class StoredMessage:
     deleted: bool = False
     edit_date: int | None = None
     versions: list[str | None] = field(default_factory=list)
+    link_preview: str | None = None  # the URL Telegram shows a preview of
 
     @property
     def from_bot(self) -> bool:
@@ -1062,6 +1206,7 @@ class FakeTelegram:
         self.can_manage_topics = can_manage_topics
         self.webhook_url = ""
         self.callback_query_ttl = callback_query_ttl
+        self.deleted_topic_error = "TOPIC_ID_INVALID"  # or "TOPIC_DELETED"
         self.topics: dict[int, Topic] = {}
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JsonDict]] = {}
@@ -1780,6 +1925,7 @@ class FakeTelegram:
         thread_id, in_topic, reply_to = self._placement(chat, p)
         message = self._store_message(chat, self.bot_user, thread_id, in_topic, reply_to=reply_to)
         message.text, message.entities, message.reply_markup = text, entities, markup
+        message.link_preview = self._preview(p, text, entities)
         return self._message_json(message)
 
     async def _send_message_draft(self, p: Params) -> bool:
@@ -1803,6 +1949,7 @@ class FakeTelegram:
         markup = _check_inline_keyboard(p.get("reply_markup"))
         new_key = (text, entities, message.caption, message.caption_entities, markup)
         self._apply_edit(message, new_key)
+        message.link_preview = self._preview(p, text, entities)
         return self._message_json(message)
 
     async def _edit_message_caption(self, p: Params) -> JsonDict:
@@ -1975,7 +2122,10 @@ class FakeTelegram:
         self._forum_chat(p)
         topic = self.topics.get(p.required_int("message_thread_id"))
         if topic is None or topic.deleted:
-            raise _error(THREAD_NOT_FOUND)  # guess for topic methods (may be TOPIC_ID_INVALID)
+            # Only send methods say "message thread not found"; topic methods pass TDLib's raw
+            # error through (telegram.md §11). Which of the two a deleted topic gets is not
+            # known, so tests can choose.
+            raise bad_request(self.deleted_topic_error)
         is_admin = self.bot_status == "administrator" and self.can_manage_topics
         if not is_admin and not (creator_may and topic.created_by == self.bot_user["id"]):
             raise _error(CHAT_ADMIN_REQUIRED)
@@ -1994,11 +2144,18 @@ class FakeTelegram:
         if raw is None and empty is not None:
             raise _error(empty)
         text, entities = parse_formatted(raw or "", p.opt_str("parse_mode"), p.get(entities_field))
+        entities = applied_entities(entities)
         if empty is not None and not text.strip():
             raise _error(empty)
         if utf16_len(text) > limit:
             raise _error(too_long)
         return text, entities
+
+    @staticmethod
+    def _preview(p: Params, text: str, entities: list[JsonDict]) -> str | None:
+        return preview_url(
+            text, entities, p.get("link_preview_options"), p.flag("disable_web_page_preview")
+        )
 
     def _placement(self, chat: ChatState, p: Params) -> tuple[int | None, bool, int | None]:
         """(thread id, is_topic_message, replied message id) for an outgoing message."""
@@ -2176,6 +2333,8 @@ class FakeTelegram:
             "caption_entities": message.caption_entities or None,
         }
         body |= {key: value for key, value in optional.items() if value is not None}
+        if message.link_preview is not None:
+            body["link_preview_options"] = {"url": message.link_preview}
         body |= message.media or {}
         body |= message.service or {}
         if message.reply_markup and "inline_keyboard" in message.reply_markup:

@@ -13,7 +13,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    MessageEntity,
+)
 from telegram.error import BadRequest
 
 from oc_outpost.core.chat import HistoryEntry, ProjectEntry
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 
 Rows = list[list[InlineKeyboardButton]]
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
+# Answers quote many links (docs, localhost ports): a preview card of the first one is noise.
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 TOPIC_NAME_LIMIT = 128
 
 
@@ -70,6 +79,23 @@ def _not_modified(exc: BadRequest) -> bool:
     return "not_modified" in text or "not modified" in text
 
 
+# What the topic methods answer for a topic that is gone: send methods say "message thread not
+# found" (the Outbox makes that TopicGone); editForumTopic, closeForumTopic, reopenForumTopic and
+# deleteForumTopic pass TDLib's raw errors through.
+_TOPIC_GONE_ERRORS = (
+    "message thread not found",
+    "topic_id_invalid",
+    "topic_deleted",
+    "invalid forum topic identifier",
+    "unknown forum topic identifier",
+)
+
+
+def _topic_gone(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return any(error in text for error in _TOPIC_GONE_ERRORS)
+
+
 class TelegramChat:
     def __init__(
         self, outbox: Outbox, chat_id: int, *, clock: Callable[[], float] = time.monotonic
@@ -94,11 +120,16 @@ class TelegramChat:
         return int(topic.message_thread_id)
 
     async def delete_topic(self, topic_id: int) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
-            chat_id=self._chat_id,
-            priority=Priority.INTERACTIVE,
-        )
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
+                chat_id=self._chat_id,
+                priority=Priority.INTERACTIVE,
+            )
+        except BadRequest as exc:
+            if _topic_gone(exc):
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
+            raise
 
     async def close_topic(self, topic_id: int) -> None:
         await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
@@ -118,6 +149,9 @@ class TelegramChat:
         try:
             await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
         except BadRequest as exc:
+            if _topic_gone(exc):
+                self._report_gone(topic_id)
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
             if not _not_modified(exc):  # already closed / open / so named: nothing to do
                 raise
         except TopicGone:
@@ -186,6 +220,7 @@ class TelegramChat:
             message_thread_id=topic_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     def _edit_call(
@@ -197,6 +232,7 @@ class TelegramChat:
             message_id=message_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     async def edit(self, message_id: int, part: Formatted, rows: Rows | None = None) -> None:
