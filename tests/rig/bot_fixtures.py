@@ -24,6 +24,12 @@ from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_BOT_TOKEN, TEST_CH
 START_TIMEOUT_S = 15
 STOP_TIMEOUT_S = 30
 WAIT_S = 30.0
+COALESCE_S = 0.3  # the fake delivers an album's messages at once; no need to wait 1 s a prompt
+
+
+def quick_options(**overrides: Any) -> RunOptions:
+    """RunOptions for a bot in a test: a short long poll and prompt window."""
+    return RunOptions(**({"poll_timeout_s": 1, "coalesce_window_s": COALESCE_S} | overrides))
 
 
 def free_port() -> int:
@@ -67,7 +73,7 @@ def texts(messages: list[StoredMessage]) -> list[str]:
 class RunningBot:
     fake: FakeTelegram
     settings: Settings
-    options: RunOptions = field(default_factory=lambda: RunOptions(poll_timeout_s=1))
+    options: RunOptions = field(default_factory=quick_options)
     task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -159,7 +165,7 @@ async def bot(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[RunningBot]:
     marker = request.node.get_closest_marker("bot_options")
-    options = RunOptions(poll_timeout_s=1, **(marker.kwargs if marker else {}))
+    options = quick_options(**(marker.kwargs if marker else {}))
     settings = bot_settings(fake_telegram, opencode_bin, tmp_path)
     running = RunningBot(fake_telegram, settings, options)
     await running.start()

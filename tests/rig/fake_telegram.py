@@ -130,6 +130,45 @@ CONFLICT_WEBHOOK: Final = (
     "the webhook first"
 )
 
+# Senders Telegram uses for messages not sent by a person as themselves (telegram.md §11).
+ANONYMOUS_ADMIN_ID: Final = 1087968824  # GroupAnonymousBot: an admin with "Remain anonymous"
+SERVICE_USER_ID: Final = 777000  # "Telegram": automatic forwards from a linked channel
+# What getUpdates delivers when allowed_updates was never set: everything but these three.
+UPDATE_TYPES: Final = frozenset(
+    [
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+        "business_connection",
+        "business_message",
+        "edited_business_message",
+        "deleted_business_messages",
+        "message_reaction",
+        "message_reaction_count",
+        "inline_query",
+        "chosen_inline_result",
+        "callback_query",
+        "shipping_query",
+        "pre_checkout_query",
+        "purchased_paid_media",
+        "poll",
+        "poll_answer",
+        "my_chat_member",
+        "chat_member",
+        "chat_join_request",
+        "chat_boost",
+        "removed_chat_boost",
+    ]
+)
+DEFAULT_ALLOWED_UPDATES: Final = UPDATE_TYPES - {
+    "chat_member",
+    "message_reaction",
+    "message_reaction_count",
+}
+# Not documented; people report answers failing after roughly 5-20 s. A guess.
+CALLBACK_QUERY_TTL_S: Final = 15.0
+
 # Writes that count against flood limits (edits count like sends; topic operations count too).
 FLOOD_METHODS: Final = frozenset(
     [
@@ -918,10 +957,14 @@ class StoredMessage:
     edit_date: int | None = None
     versions: list[str | None] = field(default_factory=list)
     link_preview: str | None = None  # the URL Telegram shows a preview of
+    by_our_bot: bool = False  # sent by the bot under test (GroupAnonymousBot is a bot too)
+    sender_chat: JsonDict | None = None  # anonymous admins and channels send on behalf of a chat
+    is_automatic_forward: bool = False
+    media_group_id: str | None = None
 
     @property
     def from_bot(self) -> bool:
-        return bool(self.sender.get("is_bot"))
+        return self.by_our_bot
 
     @property
     def edit_count(self) -> int:
@@ -1190,7 +1233,7 @@ class FakeTelegram:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         first_update_id: int = 1,
-        callback_query_ttl: float | None = None,
+        callback_query_ttl: float | None = CALLBACK_QUERY_TTL_S,
     ):
         self.bot_token = bot_token
         bot_id_part = bot_token.split(":", 1)[0]
@@ -1207,6 +1250,8 @@ class FakeTelegram:
         self.webhook_url = ""
         self.callback_query_ttl = callback_query_ttl
         self.deleted_topic_error = "TOPIC_ID_INVALID"  # or "TOPIC_DELETED"
+        # The server remembers the last allowed_updates a getUpdates call gave (telegram.md §11).
+        self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
         self.topics: dict[int, Topic] = {}
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JsonDict]] = {}
@@ -1457,23 +1502,103 @@ class FakeTelegram:
             raise ValueError("send_user_message needs text, photo or document")
         sender = self.user(user_id, username, first_name)
         chat = self._chat_for_user_message(chat_id, sender)
-        in_topic = self._user_thread(chat, thread_id)
-        message = self._store_message(
-            chat, sender, thread_id, in_topic, reply_to=reply_to_message_id
-        )
+        message = self._incoming(chat, sender, thread_id, reply_to_message_id)
         if photo is not None or document is not None:
             message.caption = text
             message.media = self._user_media(photo, document)
         else:
-            message.text = text or ""
-            message.entities = [
-                {
-                    "type": "bot_command",
-                    "offset": utf16_len(message.text[: m.start()]),
-                    "length": len(m.group()),
-                }
-                for m in BOT_COMMAND_IN_TEXT_RE.finditer(message.text)
-            ]
+            self._set_user_text(message, text or "")
+        return await self._deliver(message)
+
+    async def send_long_text(
+        self, text: str, user_id: int = 1001, thread_id: int | None = None
+    ) -> list[JsonDict]:
+        """Text over 4096 characters pasted in the app: the client sends it as several
+        consecutive messages (telegram.md §11)."""
+        chunks = [text[i : i + MAX_TEXT_UTF16] for i in range(0, len(text), MAX_TEXT_UTF16)]
+        return [await self.send_user_message(chunk, user_id, thread_id) for chunk in chunks]
+
+    async def send_album(
+        self,
+        files: list[bytes],
+        caption: str | None = None,
+        user_id: int = 1001,
+        thread_id: int | None = None,
+        *,
+        as_documents: bool = False,
+    ) -> list[JsonDict]:
+        """An album: one message per photo (or document) sharing a ``media_group_id``, the
+        caption on the first one, delivered as consecutive updates."""
+        sender = self.user(user_id)
+        group = str(13_000_000_000_000_000 + next(self._ids))
+        payloads = []
+        for index, data in enumerate(files):
+            message = self._incoming(self.chat, sender, thread_id, None)
+            message.media_group_id = group
+            message.caption = caption if index == 0 else None
+            document = (f"file{index + 1}.bin", data) if as_documents else None
+            message.media = self._user_media(None if as_documents else data, document)
+            payloads.append(await self._deliver(message))
+        return payloads
+
+    async def send_anonymous_admin_message(
+        self, text: str, thread_id: int | None = None
+    ) -> JsonDict:
+        """An admin with "Remain anonymous" on: sent as GroupAnonymousBot on behalf of the
+        group (telegram.md §11)."""
+        sender = {
+            "id": ANONYMOUS_ADMIN_ID,
+            "is_bot": True,
+            "first_name": "Group",
+            "username": "GroupAnonymousBot",
+        }
+        message = self._incoming(self.chat, sender, thread_id, None)
+        message.sender_chat = self.chat.to_api()
+        self._set_user_text(message, text)
+        return await self._deliver(message)
+
+    async def send_channel_auto_forward(
+        self, text: str, channel_id: int = -1009876543210
+    ) -> JsonDict:
+        """A post of the group's linked channel, forwarded into General by Telegram itself."""
+        sender = {"id": SERVICE_USER_ID, "is_bot": False, "first_name": "Telegram"}
+        message = self._incoming(self.chat, sender, None, None)
+        message.sender_chat = {"id": channel_id, "title": "Channel", "type": "channel"}
+        message.is_automatic_forward = True
+        self._set_user_text(message, text)
+        return await self._deliver(message)
+
+    async def edit_user_message(self, message_id: int, text: str) -> JsonDict:
+        """A person edits their message: Telegram delivers an ``edited_message`` update."""
+        message = self._messages.get((self.chat.id, message_id))
+        if message is None or message.deleted or message.from_bot or message.text is None:
+            raise LookupError(f"no text message {message_id} of a person to edit")
+        message.versions.append(message.text)
+        self._set_user_text(message, text)
+        message.edit_date = int(self._wall_clock())
+        payload = self._message_json(message)
+        await self._push_update("edited_message", payload)
+        return payload
+
+    def _incoming(
+        self, chat: ChatState, sender: JsonDict, thread_id: int | None, reply_to: int | None
+    ) -> StoredMessage:
+        in_topic = self._user_thread(chat, thread_id)
+        return self._store_message(chat, sender, thread_id, in_topic, reply_to=reply_to)
+
+    @staticmethod
+    def _set_user_text(message: StoredMessage, text: str) -> None:
+        message.text = text
+        message.entities = [
+            {
+                "type": "bot_command",
+                "offset": utf16_len(text[: m.start()]),
+                "length": len(m.group()),
+            }
+            for m in BOT_COMMAND_IN_TEXT_RE.finditer(text)
+        ]
+
+    async def _deliver(self, message: StoredMessage) -> JsonDict:
         payload = self._message_json(message)
         await self._push_update("message", payload)
         return payload
@@ -1756,15 +1881,16 @@ class FakeTelegram:
             raise ApiError(HTTPStatus.CONFLICT, CONFLICT_WEBHOOK)
         limit = min(max(p.opt_int("limit") or 100, 1), 100)
         timeout = max(p.opt_int("timeout") or 0, 0)
-        allowed = p.get("allowed_updates") or []
+        allowed = p.get("allowed_updates")
+        if isinstance(allowed, list):  # not given: the previous list stays; empty: the default
+            self.allowed_updates = frozenset(allowed) or DEFAULT_ALLOWED_UPDATES
         self._poll_generation += 1
         generation = self._poll_generation
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self._condition:
             self._confirm(p.opt_int("offset"))
-            if allowed:
-                self._updates = [u for u in self._updates if _update_kind(u) in allowed]
+            self._updates = [u for u in self._updates if _update_kind(u) in self.allowed_updates]
             self._condition.notify_all()  # wakes an older poll so it can see it was superseded
             while not self._updates and not self._closing and generation == self._poll_generation:
                 remaining = deadline - loop.time()
@@ -2221,6 +2347,7 @@ class FakeTelegram:
             thread_id=thread_id,
             is_topic_message=is_topic_message,
             reply_to_message_id=reply_to,
+            by_our_bot=sender.get("id") == self.bot_user["id"],
         )
         self._messages[(chat.id, message.message_id)] = message
         return message
@@ -2333,6 +2460,12 @@ class FakeTelegram:
             "caption_entities": message.caption_entities or None,
         }
         body |= {key: value for key, value in optional.items() if value is not None}
+        if message.sender_chat is not None:
+            body["sender_chat"] = message.sender_chat
+        if message.is_automatic_forward:
+            body["is_automatic_forward"] = True
+        if message.media_group_id is not None:
+            body["media_group_id"] = message.media_group_id
         if message.link_preview is not None:
             body["link_preview_options"] = {"url": message.link_preview}
         body |= message.media or {}

@@ -21,7 +21,7 @@ from telegram import (
     Message,
     MessageEntity,
 )
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.chat import HistoryEntry, ProjectEntry
 from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt, TopicGone
@@ -352,11 +352,16 @@ class TelegramChat:
         await self.edit(message_id, answered_message(prompt, decision))
 
     async def answer_callback(self, query_id: str, text: str) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
-            chat_id=None,
-            priority=Priority.INTERACTIVE,
-        )
+        """Answer a button press. Telegram refuses late answers ("query is too old", e.g. for
+        presses queued while the bot was down); the press still counts, so that is only logged."""
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
+                chat_id=None,
+                priority=Priority.INTERACTIVE,
+            )
+        except TelegramError as exc:
+            log.warning("button press %s not answered: %s", query_id, exc.message)
 
     # --- command views ------------------------------------------------------------------------
 
