@@ -38,11 +38,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bot_settings(
+def bot_env(
     fake: FakeTelegram, opencode_bin: Path, tmp_path: Path, **overrides: str
-) -> Settings:
+) -> dict[str, str]:
+    """The bot's configuration variables for a test (also for a bot run as its own process)."""
     projects = tmp_path / "projects"
-    projects.mkdir(exist_ok=True)
+    projects.mkdir(parents=True, exist_ok=True)
     env = {
         "TELEGRAM_BOT_TOKEN": TEST_BOT_TOKEN,
         "TELEGRAM_CHAT_ID": str(TEST_CHAT_ID),
@@ -62,7 +63,13 @@ def bot_settings(
         "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
         "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
     }
-    return load_settings(env | overrides, env_file=None)
+    return env | overrides
+
+
+def bot_settings(
+    fake: FakeTelegram, opencode_bin: Path, tmp_path: Path, **overrides: str
+) -> Settings:
+    return load_settings(bot_env(fake, opencode_bin, tmp_path, **overrides), env_file=None)
 
 
 def texts(messages: list[StoredMessage]) -> list[str]:

@@ -1252,6 +1252,7 @@ class FakeTelegram:
         self.deleted_topic_error = "TOPIC_ID_INVALID"  # or "TOPIC_DELETED"
         # The server remembers the last allowed_updates a getUpdates call gave (telegram.md §11).
         self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
+        self._unacknowledged: int | None = None  # see keep_unacknowledged()
         self.topics: dict[int, Topic] = {}
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JsonDict]] = {}
@@ -1365,6 +1366,18 @@ class FakeTelegram:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._unacknowledged = None
+
+    def keep_unacknowledged(self, update_id: int | None) -> None:
+        """Every getUpdates that would acknowledge ``update_id`` (an offset past it) fails with
+        502 before confirming anything: the bot gets the update but, as if it died before its
+        next poll, never acknowledges it. None (or clear_faults()) ends that."""
+        self._unacknowledged = update_id
+
+    @property
+    def next_update_id(self) -> int:
+        """The id the next update will get."""
+        return self._next_update_id
 
     # --- inspection -----------------------------------------------------------------------------
 
@@ -1879,6 +1892,9 @@ class FakeTelegram:
     async def _get_updates(self, p: Params) -> list[JsonDict]:
         if self.webhook_url:
             raise ApiError(HTTPStatus.CONFLICT, CONFLICT_WEBHOOK)
+        offset = p.opt_int("offset")
+        if self._unacknowledged is not None and (offset or 0) > self._unacknowledged:
+            raise ApiError(HTTPStatus.BAD_GATEWAY, "Bad Gateway")
         limit = min(max(p.opt_int("limit") or 100, 1), 100)
         timeout = max(p.opt_int("timeout") or 0, 0)
         allowed = p.get("allowed_updates")

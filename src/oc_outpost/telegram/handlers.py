@@ -123,7 +123,7 @@ def file_mime(name: str, declared: str, data: bytes) -> str:
     if declared != GENERIC_MIME:
         return declared
     guessed = mimetypes.guess_type(name)[0]
-    if guessed:
+    if guessed and guessed != GENERIC_MIME:
         return guessed
     try:
         data.decode("utf-8")

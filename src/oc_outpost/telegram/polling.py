@@ -132,9 +132,9 @@ class UpdatePoller:
         if isinstance(exc, Conflict):
             log.error("getUpdates refused: %s (is another copy of the bot running?)", exc.message)
         elif isinstance(exc, TelegramError):
-            log.warning("getUpdates failed: %s; retrying in %.0f s", exc.message, delay)
+            log.warning("getUpdates failed: %s; retrying in %.1f s", exc.message, delay)
         else:  # e.g. the inbox could not be written: the batch is not acknowledged, it comes again
-            log.error("receiving updates failed; retrying in %.0f s", delay, exc_info=exc)
+            log.error("receiving updates failed; retrying in %.1f s", delay, exc_info=exc)
         return delay
 
     async def _poll_once(self) -> None:
