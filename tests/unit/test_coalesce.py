@@ -158,3 +158,14 @@ async def test_a_refused_piece_adds_nothing_and_a_failing_one_is_raised_once(
 
 async def ready_none() -> Piece | None:
     return None
+
+
+async def test_followers_are_released_when_the_leader_is_cancelled(time_: ManualTime) -> None:
+    coalescer, delivered = collector(time_, window_s=1.0)
+    leader = asyncio.create_task(coalescer.add(7, 1, 1, ready(Piece("one"))))
+    await settle()
+    follower = asyncio.create_task(coalescer.add(7, 1, 2, ready(Piece("two"))))
+    await settle()
+    leader.cancel()
+    await asyncio.wait_for(follower, 1.0)
+    assert leader.cancelled() and not delivered

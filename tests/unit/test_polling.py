@@ -160,3 +160,18 @@ async def test_polling_names_the_update_types_it_serves_and_survives_errors(
     assert waits[:4] == [0.01, 0.02, 1.0, 0.05]  # backoff doubles, capped at max_retry_s
     polls = fake_telegram.calls("getUpdates")
     assert all(c.params["allowed_updates"] == list(ALLOWED_UPDATES) for c in polls)
+
+
+async def test_an_unreadable_update_in_the_inbox_does_not_stop_the_start(
+    fake_telegram: FakeTelegram, fake_telegram_bot: telegram.Bot, db: Database
+) -> None:
+    inbox = UpdateInbox(db)
+    offset = fake_telegram.next_update_id
+    await inbox.receive([ReceivedUpdate(offset - 1, "{not json")], next_offset=offset)
+    recorder = Recorder()
+    poller = UpdatePoller(fake_telegram_bot, inbox, recorder, QUICK)
+    await poller.start()
+    await fake_telegram.send_user_message("still works", ALLOWED_USER_ID)
+    await fake_telegram.wait_for(lambda: recorder.handled == ["still works"])
+    await poller.stop()
+    assert await inbox.pending() == []

@@ -83,14 +83,14 @@ class Coalescer:
         batch = _Batch(topic_id, now, now, [(order, future)])
         self._open[key] = batch
         try:
-            await self._until_quiet(batch)
-        finally:
-            if self._open.get(key) is batch:
-                del self._open[key]
-        try:
+            try:
+                await self._until_quiet(batch)
+            finally:
+                if self._open.get(key) is batch:
+                    del self._open[key]
             await self._flush(batch)
         finally:
-            batch.done.set()
+            batch.done.set()  # the followers never wait for a leader that is gone
 
     async def _until_quiet(self, batch: _Batch) -> None:
         while True:

@@ -218,9 +218,8 @@ class Handlers:
             raise ApplicationHandlerStop
 
     async def _refuse_chat_sender(self, message: Message) -> None:
-        log.info(
-            "ignored a message sent on behalf of chat %s", getattr(message.sender_chat, "id", None)
-        )
+        sender = message.sender_chat or message.from_user
+        log.info("ignored a message sent on behalf of a chat (%s)", sender.id if sender else "-")
         has_content = message.text or message.caption or message.photo or message.document
         if self._policy.allowed_users and is_anonymous_admin(message) and has_content:
             await self._reply(topic_of(message), ANONYMOUS_REPLY)

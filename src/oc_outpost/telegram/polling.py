@@ -87,7 +87,12 @@ class UpdatePoller:
         if left:
             log.info("handling %d Telegram update(s) left from the last run", len(left))
         for received in left:
-            update = Update.de_json(json.loads(received.data), self._bot)
+            try:
+                update = Update.de_json(json.loads(received.data), self._bot)
+            except (ValueError, TypeError, KeyError):
+                log.exception("update %s in the inbox is unreadable; dropped", received.update_id)
+                await self._inbox.handled(received.update_id)
+                continue
             self._spawn(update)
         self._loop = asyncio.create_task(self._poll_forever(), name="telegram-poller")
 
