@@ -2469,21 +2469,18 @@ class FakeTelegram:
             reply = self._reply_json(message)
             if reply is not None:
                 body["reply_to_message"] = reply
+        preview = {"url": message.link_preview} if message.link_preview is not None else None
         optional = {
             "text": message.text,
             "entities": message.entities or None,
             "caption": message.caption,
             "caption_entities": message.caption_entities or None,
+            "sender_chat": message.sender_chat,
+            "is_automatic_forward": message.is_automatic_forward or None,
+            "media_group_id": message.media_group_id,
+            "link_preview_options": preview,
         }
         body |= {key: value for key, value in optional.items() if value is not None}
-        if message.sender_chat is not None:
-            body["sender_chat"] = message.sender_chat
-        if message.is_automatic_forward:
-            body["is_automatic_forward"] = True
-        if message.media_group_id is not None:
-            body["media_group_id"] = message.media_group_id
-        if message.link_preview is not None:
-            body["link_preview_options"] = {"url": message.link_preview}
         body |= message.media or {}
         body |= message.service or {}
         if message.reply_markup and "inline_keyboard" in message.reply_markup:

@@ -87,3 +87,35 @@ async def test_a_start_that_fails_early_reports_its_own_error(tmp_path: Path) ->
         await serve(settings, asyncio.Event())
     assert not isinstance(raised.value, AttributeError)
     assert isinstance(raised.value, MigrationError | sqlite3.DatabaseError)
+
+
+async def test_a_refused_token_at_start_is_one_clear_line_without_the_token(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from tests.rig.fake_telegram import FakeTelegram
+
+    async with FakeTelegram(bot_token="123:the-real-one") as fake:
+        env = clean_env() | {
+            "TELEGRAM_BOT_TOKEN": "123:a-wrong-secret",
+            "TELEGRAM_CHAT_ID": str(fake.chat.id),
+            "TELEGRAM_API_URL": fake.url,
+            "PROJECT_BASE_PATH": str(tmp_path),
+            "ORCHESTRATOR_DB_PATH": str(tmp_path / "data" / "orchestrator.db"),
+            "TOPIC_DB_PATH": str(tmp_path / "data" / "topics.db"),
+        }
+        process = await asyncio.create_subprocess_exec(
+            str(SCRIPT),
+            "run",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    output = (out + err).decode()
+    assert process.returncode == 1
+    assert "could not start: Telegram refused the bot token" in output
+    assert "Traceback" not in output
+    assert "a-wrong-secret" not in output

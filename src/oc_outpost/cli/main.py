@@ -15,6 +15,7 @@ from oc_outpost.app import serve
 from oc_outpost.cli.check import run_checks
 from oc_outpost.cli.link import LinkError, LinkOptions, default_api_url, link
 from oc_outpost.config import ConfigError, Settings, load_settings
+from oc_outpost.telegram.startup import StartupFailed
 
 cli = typer.Typer(
     help="A Telegram forum supergroup as a control room for OpenCode coding agents.",
@@ -51,7 +52,11 @@ def run() -> None:
     """Run the bot (long polling) until SIGINT or SIGTERM."""
     settings = _load()
     _configure_logging(settings.telegram_bot_token.get_secret_value())
-    asyncio.run(_run_until_signalled(settings))
+    try:
+        asyncio.run(_run_until_signalled(settings))
+    except StartupFailed as exc:
+        typer.echo(f"oc-outpost: could not start: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command()

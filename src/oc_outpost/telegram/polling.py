@@ -119,9 +119,6 @@ class UpdatePoller:
                 await self._poll_once()
             except asyncio.CancelledError:
                 raise
-            except InvalidToken:
-                log.critical("Telegram refused the bot token while polling; updates stop")
-                raise
             except Exception as exc:  # noqa: BLE001 - a failed poll is retried, never fatal
                 wait = self._wait_after(exc, delay)
                 delay = min(delay * 2, self._config.max_retry_s)
@@ -134,6 +131,9 @@ class UpdatePoller:
             wait = retry_after_seconds(exc)
             log.warning("getUpdates: Telegram asked to wait %.0f s", wait)
             return wait
+        if isinstance(exc, InvalidToken):
+            log.critical("getUpdates: Telegram refused the bot token (revoked?); retrying")
+            return self._config.max_retry_s
         if isinstance(exc, Conflict):
             log.error("getUpdates refused: %s (is another copy of the bot running?)", exc.message)
         elif isinstance(exc, TelegramError):
