@@ -84,7 +84,9 @@ async def test_errors_retries_and_sub_agents_are_shown_plainly(
     await bot.wait_message(topic, lambda m: "one one" in (m.text or ""))
     await bot.say("second of two", topic)
     await bot.wait_message(topic, "⏳ Queued: it will run after the current turn.")
-    final = await bot.wait_message(topic, "You said: second of two")
+    final = await bot.wait_message(  # the final answer, not the progress message's tail
+        topic, lambda m: "You said: second of two" in (m.text or "") and not m.buttons
+    )
     assert final.text.startswith("one one")  # one final answer covers both prompts
 
     llm.when("break please", HttpError(400, "the model refused the request"))
