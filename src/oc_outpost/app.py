@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
@@ -37,8 +38,12 @@ from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
+from oc_outpost.store.update_inbox import UpdateInbox
+from oc_outpost.telegram.coalesce import CoalesceConfig
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
+from oc_outpost.telegram.polling import PollingConfig, UpdatePoller
+from oc_outpost.telegram.startup import StartupRetry, with_retries
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,9 @@ class RunOptions:
     stream_watchdog_s: float = 30.0  # no event (heartbeats come every 10 s) = dead stream
     # Leave the managed servers running at shutdown; the next start adopts them (bot upgrades).
     keep_servers_running: bool = False
+    # Messages of one person in one topic this close together become one prompt.
+    coalesce_window_s: float = 1.0
+    startup_retry: StartupRetry = field(default_factory=StartupRetry)
 
 
 def build_application(
@@ -77,7 +85,7 @@ def build_application(
         .base_file_url(f"{api}/file/bot")
         .request(request)
         .get_updates_request(polling)
-        .concurrent_updates(True)
+        .updater(None)  # our UpdatePoller fetches updates (handled exactly once, see polling.py)
         .build()
     )
 
@@ -116,6 +124,7 @@ class OutpostApp:
         self._dbs: list[Database] = []
         self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
+        self.poller: UpdatePoller | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -136,24 +145,49 @@ class OutpostApp:
             allowed_users=frozenset(s.telegram_allowed_users),
             handle_general=s.handle_general_topic,
         )
-        Handlers(self.controller, chat, policy).install(self.application)
         self.api = ApiServer(
             build_api(self.controller, await api_config(s)), s.api_host, s.api_port
         )
+        self.handlers = Handlers(
+            self.controller,
+            chat,
+            policy,
+            CoalesceConfig(window_s=self.options.coalesce_window_s),
+        )
+        self.handlers.install(self.application)
+        self.inbox = UpdateInbox(topic_db)
 
         self._wired = True
-        await self.application.initialize()
+        retry = self.options.startup_retry
+        await with_retries("getMe", self.application.initialize, retry)
         self.outbox.start()
-        await self.outbox.submit(
-            lambda bot: bot.set_my_commands(COMMANDS), chat_id=None, priority=Priority.INTERACTIVE
+        await with_retries(
+            "setMyCommands",
+            lambda: self.outbox.submit(
+                lambda bot: bot.set_my_commands(COMMANDS),
+                chat_id=None,
+                priority=Priority.INTERACTIVE,
+            ),
+            retry,
         )
         await self.controller.start()  # adopt running servers, deliver what finished meanwhile
         core.supervisor.start()
         await self.api.start()
         await self.application.start()
-        assert self.application.updater is not None
-        await self.application.updater.start_polling(timeout=self.options.poll_timeout_s)
+        bot = self.application.bot
+        await with_retries("deleteWebhook", bot.delete_webhook, retry)  # polling needs none set
+        self.poller = UpdatePoller(
+            bot,
+            self.inbox,
+            self._handle_update,
+            PollingConfig(timeout_s=self.options.poll_timeout_s),
+        )
+        await self.poller.start()
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
+
+    async def _handle_update(self, update: Update) -> None:
+        await self.application.process_update(update)
+        await self.handlers.work_done(update.update_id)
 
     async def stop(self) -> None:
         """Stop taking updates, flush final answers, stop servers, close stores."""
@@ -164,9 +198,8 @@ class OutpostApp:
         log.info("oc-outpost stopped")
 
     async def _stop_parts(self) -> None:
-        updater = self.application.updater
-        if updater is not None and updater.running:
-            await updater.stop()
+        if self.poller is not None:
+            await self.poller.stop()
         if self.application.running:
             await self.application.stop()
         if self.api is not None:

@@ -12,6 +12,7 @@ Error strings marked ``# guess`` are not verified against the real Bot API; matc
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -128,6 +129,45 @@ CONFLICT_WEBHOOK: Final = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
     "the webhook first"
 )
+
+# Senders Telegram uses for messages not sent by a person as themselves (telegram.md §11).
+ANONYMOUS_ADMIN_ID: Final = 1087968824  # GroupAnonymousBot: an admin with "Remain anonymous"
+SERVICE_USER_ID: Final = 777000  # "Telegram": automatic forwards from a linked channel
+# What getUpdates delivers when allowed_updates was never set: everything but these three.
+UPDATE_TYPES: Final = frozenset(
+    [
+        "message",
+        "edited_message",
+        "channel_post",
+        "edited_channel_post",
+        "business_connection",
+        "business_message",
+        "edited_business_message",
+        "deleted_business_messages",
+        "message_reaction",
+        "message_reaction_count",
+        "inline_query",
+        "chosen_inline_result",
+        "callback_query",
+        "shipping_query",
+        "pre_checkout_query",
+        "purchased_paid_media",
+        "poll",
+        "poll_answer",
+        "my_chat_member",
+        "chat_member",
+        "chat_join_request",
+        "chat_boost",
+        "removed_chat_boost",
+    ]
+)
+DEFAULT_ALLOWED_UPDATES: Final = UPDATE_TYPES - {
+    "chat_member",
+    "message_reaction",
+    "message_reaction_count",
+}
+# Not documented; people report answers failing after roughly 5-20 s. A guess.
+CALLBACK_QUERY_TTL_S: Final = 15.0
 
 # Writes that count against flood limits (edits count like sends; topic operations count too).
 FLOOD_METHODS: Final = frozenset(
@@ -566,26 +606,168 @@ _ENTITY_TYPES: Final = frozenset(
 
 
 def validate_entities(text: str, entities: Any) -> list[JsonDict]:
-    """Check explicit entities against the UTF-16 length of ``text``. Error wording is a guess."""
+    """Check explicit entities as the real server does (telegram.md §11): a bad entity is refused
+    with its own text, never "can't parse entities" (that only comes from parse_mode parsing).
+    A text_link's URL is checked and stored the way TDLib does (`check_link`)."""
     if not isinstance(entities, list):
-        raise EntityParseError("entities must be an array")  # guess
+        raise bad_request("can't parse entities JSON object")  # guess
     total = utf16_len(text)
     checked: list[JsonDict] = []
     for position, entity in enumerate(entities):
         if not isinstance(entity, dict) or entity.get("type") not in _ENTITY_TYPES:
-            raise EntityParseError(f"unsupported entity at position {position}")  # guess
+            raise bad_request(f"unsupported entity at position {position}")  # guess
         offset, length = entity.get("offset"), entity.get("length")
         if not isinstance(offset, int) or not isinstance(length, int):
-            raise EntityParseError(f"entity {position} has no offset or length")  # guess
+            raise bad_request(f"entity {position} has no offset or length")  # guess
         if offset < 0 or length <= 0 or offset + length > total:
-            raise EntityParseError(
-                f"entity {position} ({entity['type']}, offset {offset}, length {length}) is "
-                f"outside the text of {total} UTF-16 code units"  # guess
+            raise bad_request(
+                f"entity {position} ({entity['type']}, offset {offset}, length {length}) "
+                f"ends after the end of the text of {total} UTF-16 code units"  # guess
             )
-        if entity["type"] == "text_link" and not entity.get("url"):
-            raise EntityParseError(f"entity {position} is a text_link without url")  # guess
-        checked.append(dict(entity))
+        entity = dict(entity)
+        if entity["type"] == "text_link":
+            url = str(entity.get("url") or "")
+            try:
+                entity["url"] = check_link(url)
+            except LinkError as exc:
+                raise bad_request(f"entity URL '{url}' is invalid: {exc}") from exc
+        checked.append(entity)
     return _sorted_entities(checked)
+
+
+# --- what the server keeps of an entity list (td MessageEntity.cpp, LinkManager.cpp, HttpUrl.cpp)
+
+MAX_USER_ENTITIES: Final = 100  # td: MAX_USER_ENTITY_COUNT, "server-side limit"
+# Detected by the server from the text; entities of these types sent by a bot are not user entities.
+_SERVER_DETECTED_TYPES: Final = frozenset(
+    ["mention", "hashtag", "cashtag", "bot_command", "url", "email", "phone_number"]
+)
+_SPLITTABLE_TYPES: Final = frozenset(["bold", "italic", "underline", "strikethrough", "spoiler"])
+_URL_PART_CHARS: Final = frozenset(".-_!$,~*'();&+=")
+
+
+def applied_entities(entities: list[JsonDict]) -> list[JsonDict]:
+    """The entities Telegram keeps: at most 100 user entities, the rest silently ignored.
+
+    TDLib counts the non-splittable ones (code, pre, text_link, blockquote, ...) first, then
+    bold/italic/underline/strikethrough/spoiler; custom emoji do not count. (TDLib first splits
+    overlapping splittable entities into pieces, which can only lower what is kept; not modelled.)
+    """
+    kept: list[JsonDict] = []
+    count = 0
+    for splittable in (False, True):
+        for entity in entities:
+            kind = entity["type"]
+            if kind in _SERVER_DETECTED_TYPES or (kind in _SPLITTABLE_TYPES) != splittable:
+                continue
+            if kind != "custom_emoji":
+                if count >= MAX_USER_ENTITIES:
+                    continue
+                count += 1
+            kept.append(entity)
+    kept.extend(e for e in entities if e["type"] in _SERVER_DETECTED_TYPES)
+    return _sorted_entities(kept)
+
+
+class LinkError(Exception):
+    """Why TDLib refuses a link (LinkManager::check_link_impl / parse_url)."""
+
+
+def check_link(url: str) -> str:
+    """The URL as TDLib stores a text_link to it, or LinkError with TDLib's reason.
+
+    A host without a dot (``localhost``, ``intranet``) is "Wrong HTTP URL"; IPv4 literals have
+    dots and pass; ``mailto:x@y.z`` parses as userinfo ``mailto:x`` and becomes
+    ``http://mailto:x@y.z/``. tg:// and ton:// links are accepted as given (not modelled further).
+    """
+    if url.lower().startswith(("tg:", "ton:", "tonsite:")):
+        return url
+    protocol, rest = "http", url
+    scheme = re.match(r"([^:/?#@\[\]]*)://", url)
+    if scheme is not None:
+        protocol = scheme.group(1).lower()
+        if protocol not in ("http", "https"):
+            raise LinkError("Unsupported URL protocol")
+        rest = url[scheme.end() :]
+    split = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL)
+    assert split is not None
+    authority, query = split.groups()
+    userinfo_host, port = _split_port(authority)
+    userinfo, _, host = userinfo_host.rpartition("@")
+    is_ipv6 = host.startswith("[") and host.endswith("]")
+    if is_ipv6 and not _is_ipv6(host[1:-1]):
+        raise LinkError("Wrong IPv6 address specified in the URL")
+    if not host:
+        raise LinkError("URL host is empty")
+    if host == ".":
+        raise LinkError("Host is invalid")
+    host = host.lower()
+    if not is_ipv6:
+        _check_url_part(host, "host", allow_colon=False)
+        _check_url_part(userinfo, "userinfo", allow_colon=True)
+    if "." not in host and not is_ipv6:
+        raise LinkError("Wrong HTTP URL")
+    return f"{protocol}://{userinfo + '@' if userinfo else ''}{host}{port}{_url_query(query)}"
+
+
+def _split_port(authority: str) -> tuple[str, str]:
+    """(userinfo@host, ":port" or ""); the port is the part after the last ':' past any ']'/'@'."""
+    index = len(authority) - 1
+    while index > 0 and authority[index] not in ":]@":
+        index -= 1
+    if index <= 0 or authority[index] != ":":
+        return authority, ""
+    digits = authority[index + 1 :].lstrip("0") or "0"
+    port = int(digits) if digits.isascii() and digits.isdigit() else 0
+    if not 0 < port <= 65535:
+        raise LinkError("Wrong port number specified in the URL")
+    return authority[:index], f":{port}"
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_url_part(part: str, name: str, *, allow_colon: bool) -> None:
+    index = 0
+    while index < len(part):
+        char = part[index]
+        if char == "%":
+            if not re.fullmatch(r"[0-9A-Fa-f]{2}", part[index + 1 : index + 3]):
+                raise LinkError(f"Wrong percent-encoded symbol in URL {name}")
+            index += 3
+            continue
+        allowed = (char.isascii() and char.isalnum()) or char in _URL_PART_CHARS
+        if not (allowed or (allow_colon and char == ":") or ord(char) >= 128):
+            raise LinkError(f"Disallowed character in URL {name}")
+        index += 1
+
+
+def _url_query(query: str) -> str:
+    query = query.rstrip() or "/"
+    encoded = "".join(f"%{ord(c):02X}" if ord(c) <= 0x20 else c for c in query)
+    return encoded if encoded.startswith("/") else "/" + encoded
+
+
+_PREVIEW_URL_RE: Final = re.compile(r"https?://[^\s]+", re.IGNORECASE)
+
+
+def preview_url(
+    text: str, entities: list[JsonDict], options: Any, legacy_disabled: bool
+) -> str | None:
+    """The page Telegram would show a link preview of, unless previews are disabled (§11)."""
+    options = options if isinstance(options, dict) else {}
+    if legacy_disabled or options.get("is_disabled"):
+        return None
+    if options.get("url"):
+        return str(options["url"])
+    links = [str(e["url"]) for e in entities if e["type"] == "text_link" and e.get("url")]
+    found = _PREVIEW_URL_RE.search(text)
+    return links[0] if links else (found.group(0) if found else None)
 
 
 def parse_formatted(text: str, parse_mode: str | None, entities: Any) -> tuple[str, list[JsonDict]]:
@@ -774,10 +956,15 @@ class StoredMessage:
     deleted: bool = False
     edit_date: int | None = None
     versions: list[str | None] = field(default_factory=list)
+    link_preview: str | None = None  # the URL Telegram shows a preview of
+    by_our_bot: bool = False  # sent by the bot under test (GroupAnonymousBot is a bot too)
+    sender_chat: JsonDict | None = None  # anonymous admins and channels send on behalf of a chat
+    is_automatic_forward: bool = False
+    media_group_id: str | None = None
 
     @property
     def from_bot(self) -> bool:
-        return bool(self.sender.get("is_bot"))
+        return self.by_our_bot
 
     @property
     def edit_count(self) -> int:
@@ -1046,7 +1233,7 @@ class FakeTelegram:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         first_update_id: int = 1,
-        callback_query_ttl: float | None = None,
+        callback_query_ttl: float | None = CALLBACK_QUERY_TTL_S,
     ):
         self.bot_token = bot_token
         bot_id_part = bot_token.split(":", 1)[0]
@@ -1062,6 +1249,10 @@ class FakeTelegram:
         self.can_manage_topics = can_manage_topics
         self.webhook_url = ""
         self.callback_query_ttl = callback_query_ttl
+        self.deleted_topic_error = "TOPIC_ID_INVALID"  # or "TOPIC_DELETED"
+        # The server remembers the last allowed_updates a getUpdates call gave (telegram.md §11).
+        self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
+        self._unacknowledged: int | None = None  # see keep_unacknowledged()
         self.topics: dict[int, Topic] = {}
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JsonDict]] = {}
@@ -1175,6 +1366,18 @@ class FakeTelegram:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._unacknowledged = None
+
+    def keep_unacknowledged(self, update_id: int | None) -> None:
+        """Every getUpdates that would acknowledge ``update_id`` (an offset past it) fails with
+        502 before confirming anything: the bot gets the update but, as if it died before its
+        next poll, never acknowledges it. None (or clear_faults()) ends that."""
+        self._unacknowledged = update_id
+
+    @property
+    def next_update_id(self) -> int:
+        """The id the next update will get."""
+        return self._next_update_id
 
     # --- inspection -----------------------------------------------------------------------------
 
@@ -1312,23 +1515,103 @@ class FakeTelegram:
             raise ValueError("send_user_message needs text, photo or document")
         sender = self.user(user_id, username, first_name)
         chat = self._chat_for_user_message(chat_id, sender)
-        in_topic = self._user_thread(chat, thread_id)
-        message = self._store_message(
-            chat, sender, thread_id, in_topic, reply_to=reply_to_message_id
-        )
+        message = self._incoming(chat, sender, thread_id, reply_to_message_id)
         if photo is not None or document is not None:
             message.caption = text
             message.media = self._user_media(photo, document)
         else:
-            message.text = text or ""
-            message.entities = [
-                {
-                    "type": "bot_command",
-                    "offset": utf16_len(message.text[: m.start()]),
-                    "length": len(m.group()),
-                }
-                for m in BOT_COMMAND_IN_TEXT_RE.finditer(message.text)
-            ]
+            self._set_user_text(message, text or "")
+        return await self._deliver(message)
+
+    async def send_long_text(
+        self, text: str, user_id: int = 1001, thread_id: int | None = None
+    ) -> list[JsonDict]:
+        """Text over 4096 characters pasted in the app: the client sends it as several
+        consecutive messages (telegram.md §11)."""
+        chunks = [text[i : i + MAX_TEXT_UTF16] for i in range(0, len(text), MAX_TEXT_UTF16)]
+        return [await self.send_user_message(chunk, user_id, thread_id) for chunk in chunks]
+
+    async def send_album(
+        self,
+        files: list[bytes],
+        caption: str | None = None,
+        user_id: int = 1001,
+        thread_id: int | None = None,
+        *,
+        as_documents: bool = False,
+    ) -> list[JsonDict]:
+        """An album: one message per photo (or document) sharing a ``media_group_id``, the
+        caption on the first one, delivered as consecutive updates."""
+        sender = self.user(user_id)
+        group = str(13_000_000_000_000_000 + next(self._ids))
+        payloads = []
+        for index, data in enumerate(files):
+            message = self._incoming(self.chat, sender, thread_id, None)
+            message.media_group_id = group
+            message.caption = caption if index == 0 else None
+            document = (f"file{index + 1}.bin", data) if as_documents else None
+            message.media = self._user_media(None if as_documents else data, document)
+            payloads.append(await self._deliver(message))
+        return payloads
+
+    async def send_anonymous_admin_message(
+        self, text: str, thread_id: int | None = None
+    ) -> JsonDict:
+        """An admin with "Remain anonymous" on: sent as GroupAnonymousBot on behalf of the
+        group (telegram.md §11)."""
+        sender = {
+            "id": ANONYMOUS_ADMIN_ID,
+            "is_bot": True,
+            "first_name": "Group",
+            "username": "GroupAnonymousBot",
+        }
+        message = self._incoming(self.chat, sender, thread_id, None)
+        message.sender_chat = self.chat.to_api()
+        self._set_user_text(message, text)
+        return await self._deliver(message)
+
+    async def send_channel_auto_forward(
+        self, text: str, channel_id: int = -1009876543210
+    ) -> JsonDict:
+        """A post of the group's linked channel, forwarded into General by Telegram itself."""
+        sender = {"id": SERVICE_USER_ID, "is_bot": False, "first_name": "Telegram"}
+        message = self._incoming(self.chat, sender, None, None)
+        message.sender_chat = {"id": channel_id, "title": "Channel", "type": "channel"}
+        message.is_automatic_forward = True
+        self._set_user_text(message, text)
+        return await self._deliver(message)
+
+    async def edit_user_message(self, message_id: int, text: str) -> JsonDict:
+        """A person edits their message: Telegram delivers an ``edited_message`` update."""
+        message = self._messages.get((self.chat.id, message_id))
+        if message is None or message.deleted or message.from_bot or message.text is None:
+            raise LookupError(f"no text message {message_id} of a person to edit")
+        message.versions.append(message.text)
+        self._set_user_text(message, text)
+        message.edit_date = int(self._wall_clock())
+        payload = self._message_json(message)
+        await self._push_update("edited_message", payload)
+        return payload
+
+    def _incoming(
+        self, chat: ChatState, sender: JsonDict, thread_id: int | None, reply_to: int | None
+    ) -> StoredMessage:
+        in_topic = self._user_thread(chat, thread_id)
+        return self._store_message(chat, sender, thread_id, in_topic, reply_to=reply_to)
+
+    @staticmethod
+    def _set_user_text(message: StoredMessage, text: str) -> None:
+        message.text = text
+        message.entities = [
+            {
+                "type": "bot_command",
+                "offset": utf16_len(text[: m.start()]),
+                "length": len(m.group()),
+            }
+            for m in BOT_COMMAND_IN_TEXT_RE.finditer(text)
+        ]
+
+    async def _deliver(self, message: StoredMessage) -> JsonDict:
         payload = self._message_json(message)
         await self._push_update("message", payload)
         return payload
@@ -1609,17 +1892,21 @@ class FakeTelegram:
     async def _get_updates(self, p: Params) -> list[JsonDict]:
         if self.webhook_url:
             raise ApiError(HTTPStatus.CONFLICT, CONFLICT_WEBHOOK)
+        offset = p.opt_int("offset")
+        if self._unacknowledged is not None and (offset or 0) > self._unacknowledged:
+            raise ApiError(HTTPStatus.BAD_GATEWAY, "Bad Gateway")
         limit = min(max(p.opt_int("limit") or 100, 1), 100)
         timeout = max(p.opt_int("timeout") or 0, 0)
-        allowed = p.get("allowed_updates") or []
+        allowed = p.get("allowed_updates")
+        if isinstance(allowed, list):  # not given: the previous list stays; empty: the default
+            self.allowed_updates = frozenset(allowed) or DEFAULT_ALLOWED_UPDATES
         self._poll_generation += 1
         generation = self._poll_generation
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self._condition:
             self._confirm(p.opt_int("offset"))
-            if allowed:
-                self._updates = [u for u in self._updates if _update_kind(u) in allowed]
+            self._updates = [u for u in self._updates if _update_kind(u) in self.allowed_updates]
             self._condition.notify_all()  # wakes an older poll so it can see it was superseded
             while not self._updates and not self._closing and generation == self._poll_generation:
                 remaining = deadline - loop.time()
@@ -1780,6 +2067,7 @@ class FakeTelegram:
         thread_id, in_topic, reply_to = self._placement(chat, p)
         message = self._store_message(chat, self.bot_user, thread_id, in_topic, reply_to=reply_to)
         message.text, message.entities, message.reply_markup = text, entities, markup
+        message.link_preview = self._preview(p, text, entities)
         return self._message_json(message)
 
     async def _send_message_draft(self, p: Params) -> bool:
@@ -1803,6 +2091,7 @@ class FakeTelegram:
         markup = _check_inline_keyboard(p.get("reply_markup"))
         new_key = (text, entities, message.caption, message.caption_entities, markup)
         self._apply_edit(message, new_key)
+        message.link_preview = self._preview(p, text, entities)
         return self._message_json(message)
 
     async def _edit_message_caption(self, p: Params) -> JsonDict:
@@ -1975,7 +2264,10 @@ class FakeTelegram:
         self._forum_chat(p)
         topic = self.topics.get(p.required_int("message_thread_id"))
         if topic is None or topic.deleted:
-            raise _error(THREAD_NOT_FOUND)  # guess for topic methods (may be TOPIC_ID_INVALID)
+            # Only send methods say "message thread not found"; topic methods pass TDLib's raw
+            # error through (telegram.md §11). Which of the two a deleted topic gets is not
+            # known, so tests can choose.
+            raise bad_request(self.deleted_topic_error)
         is_admin = self.bot_status == "administrator" and self.can_manage_topics
         if not is_admin and not (creator_may and topic.created_by == self.bot_user["id"]):
             raise _error(CHAT_ADMIN_REQUIRED)
@@ -1994,11 +2286,18 @@ class FakeTelegram:
         if raw is None and empty is not None:
             raise _error(empty)
         text, entities = parse_formatted(raw or "", p.opt_str("parse_mode"), p.get(entities_field))
+        entities = applied_entities(entities)
         if empty is not None and not text.strip():
             raise _error(empty)
         if utf16_len(text) > limit:
             raise _error(too_long)
         return text, entities
+
+    @staticmethod
+    def _preview(p: Params, text: str, entities: list[JsonDict]) -> str | None:
+        return preview_url(
+            text, entities, p.get("link_preview_options"), p.flag("disable_web_page_preview")
+        )
 
     def _placement(self, chat: ChatState, p: Params) -> tuple[int | None, bool, int | None]:
         """(thread id, is_topic_message, replied message id) for an outgoing message."""
@@ -2064,6 +2363,7 @@ class FakeTelegram:
             thread_id=thread_id,
             is_topic_message=is_topic_message,
             reply_to_message_id=reply_to,
+            by_our_bot=sender.get("id") == self.bot_user["id"],
         )
         self._messages[(chat.id, message.message_id)] = message
         return message
@@ -2169,11 +2469,16 @@ class FakeTelegram:
             reply = self._reply_json(message)
             if reply is not None:
                 body["reply_to_message"] = reply
+        preview = {"url": message.link_preview} if message.link_preview is not None else None
         optional = {
             "text": message.text,
             "entities": message.entities or None,
             "caption": message.caption,
             "caption_entities": message.caption_entities or None,
+            "sender_chat": message.sender_chat,
+            "is_automatic_forward": message.is_automatic_forward or None,
+            "media_group_id": message.media_group_id,
+            "link_preview_options": preview,
         }
         body |= {key: value for key, value in optional.items() if value is not None}
         body |= message.media or {}

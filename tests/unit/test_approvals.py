@@ -32,6 +32,7 @@ class FakeChat:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.answered: list[str] = []
+        self.notices: list[str] = []
         self.fail_next_ask = False
 
     async def ask_permission(self, topic_id: int, prompt: Any) -> int:
@@ -43,6 +44,9 @@ class FakeChat:
 
     async def show_answered(self, topic_id: int, message_id: int, prompt: Any, text: str) -> None:
         self.answered.append(text)
+
+    async def notify(self, topic_id: int | None, text: str) -> None:
+        self.notices.append(text)
 
 
 class FakeClient:
@@ -115,6 +119,7 @@ async def test_a_reply_that_failed_leaves_the_request_open_for_another_press(
     assert request is not None and request.status == PendingStatus.PENDING
     assert chat.answered == []  # the buttons stay
     assert "did not take the answer" in failed and "press again" in failed
+    assert chat.notices == [f"⚠️ {failed}"]  # said in the topic (the press was answered already)
 
     retried = await approvals.answer_permission(token, "o", "Ann", lambda _: client, 501)
     assert retried == "Allowed once" and client.replies == [("per_1", "once")]

@@ -74,7 +74,7 @@ async def test_a_rejected_token_is_one_clear_line_without_the_token(
     out, err = await asyncio.wait_for(process.communicate(), 60)
     output = (out + err).decode()
     assert process.returncode == 2, output
-    assert "Telegram rejected TELEGRAM_BOT_TOKEN" in output
+    assert "could not start: Telegram refused the bot token" in output
     assert wrong not in output and wrong.split(":")[1] not in output
     assert "Traceback" not in output
 

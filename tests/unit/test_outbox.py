@@ -120,6 +120,44 @@ async def test_parse_error_falls_back_to_plain_text(bot_and_outbox: Any) -> None
     assert bot.log == ["fancy", "plain"]
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "Entity url 'http://localhost:3000' is invalid: wrong http url",  # as PTB shows it
+        "Entities_too_long",
+        "Entity beginning at utf-16 offset 3 ends in a middle of a utf-16 symbol at byte offset 5",
+    ],
+)
+async def test_any_refusal_of_a_formatted_message_falls_back_to_plain_text(
+    bot_and_outbox: Any, refusal: str
+) -> None:
+    bot, outbox = bot_and_outbox
+    outbox.start()
+    result = await outbox.submit(
+        bot.call("fancy", error=BadRequest(refusal)),
+        chat_id=CHAT,
+        priority=Priority.FINAL,
+        fallback=bot.call("plain"),
+    )
+    assert result == "plain"
+    assert bot.log == ["fancy", "plain"]
+
+
+async def test_an_error_plain_text_would_get_too_is_not_retried_as_plain(
+    bot_and_outbox: Any,
+) -> None:
+    bot, outbox = bot_and_outbox
+    outbox.start()
+    with pytest.raises(BadRequest):
+        await outbox.submit(
+            bot.call("edit", error=BadRequest("Message to edit not found")),
+            chat_id=CHAT,
+            priority=Priority.INTERACTIVE,
+            fallback=bot.call("plain"),
+        )
+    assert bot.log == ["edit"]
+
+
 async def test_thread_not_found_raises_topic_gone(bot_and_outbox: Any) -> None:
     bot, outbox = bot_and_outbox
     outbox.start()

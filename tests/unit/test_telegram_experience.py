@@ -109,6 +109,7 @@ def test_generic_binary_files_get_a_better_media_type_when_possible() -> None:
     assert file_mime("notes.txt", generic, b"x") == "text/plain"
     assert file_mime("Makefile", generic, b"all:\n") == "text/plain"
     assert file_mime("blob", generic, b"\xff\xfe\x00") == generic
+    assert file_mime("log.bin", generic, b"plain words\n") == "text/plain"  # a guess of generic
     assert file_mime("x.bin", "application/pdf", b"") == "application/pdf"
 
 

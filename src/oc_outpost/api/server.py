@@ -144,7 +144,10 @@ def server_url_refusal(url: str, allowed_hosts: frozenset[str]) -> str | None:
     """Why a server URL may not be registered, or None. An OpenCode server's API runs any
     command its agent is asked to, so the bot only drives servers on this machine unless told
     otherwise; credentials belong in `password`, not in a URL that may end up in a log."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        return f"url: not a valid URL ({exc})."
     try:
         parts.port  # noqa: B018 (validates it)
     except ValueError:

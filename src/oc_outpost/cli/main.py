@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from telegram.error import InvalidToken
 
 from oc_outpost.api_key import ApiKeyError
 from oc_outpost.app import serve
@@ -18,6 +17,7 @@ from oc_outpost.cli.check import run_checks
 from oc_outpost.cli.link import LinkError, LinkOptions, api_key_from, default_api_url, link
 from oc_outpost.config import ConfigError, Settings, load_settings
 from oc_outpost.logs import redact_logging
+from oc_outpost.telegram.startup import StartupFailed, TokenRefused
 
 log = logging.getLogger("oc_outpost")
 
@@ -58,13 +58,9 @@ def run() -> None:
     _configure_logging(settings)
     try:
         asyncio.run(_run_until_signalled(settings))
-    except InvalidToken:
-        typer.echo(
-            "oc-outpost: Telegram rejected TELEGRAM_BOT_TOKEN (getMe: Unauthorized). "
-            "Copy the token of your bot from @BotFather into TELEGRAM_BOT_TOKEN.",
-            err=True,
-        )
-        raise typer.Exit(2) from None
+    except StartupFailed as exc:
+        typer.echo(f"oc-outpost: could not start: {exc}", err=True)
+        raise typer.Exit(2 if isinstance(exc, TokenRefused) else 1) from None
     except ApiKeyError as exc:
         typer.echo(f"oc-outpost: {exc}", err=True)
         raise typer.Exit(1) from None

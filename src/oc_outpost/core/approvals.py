@@ -210,7 +210,9 @@ class Approvals:
         the person who pressed is told why (the press can simply be repeated)."""
         log.warning("the answer to %s did not reach OpenCode: %s", request.request_id, exc)
         await self._pending.reopen(request.token)
-        return f"OpenCode did not take the answer ({exc}); press again to retry."
+        note = f"OpenCode did not take the answer ({exc}); press again to retry."
+        await self._chat.notify(request.topic_id, f"⚠️ {note}")
+        return note
 
     async def _client_or_expire(
         self, request: PendingRequest, clients: ClientLookup

@@ -52,6 +52,19 @@ MINUTE_S = 60.0
 SECOND_S = 1.0
 _KEY_MEMORY_S = 600.0  # how long the time of a message's last edit is remembered
 _KEY_MEMORY_SIZE = 512  # prune those memories once there are this many
+# 400s that plain text would get just the same: no point in the plain-text fallback for these.
+# Any other 400 on a call with a fallback may be about its entities: Telegram refuses a bad
+# entity with its own text (e.g. "entity URL '…' is invalid: Wrong HTTP URL", ENTITIES_TOO_LONG),
+# not only with "can't parse entities".
+_NOT_ABOUT_FORMATTING = (
+    "message to edit not found",
+    "message can't be edited",
+    "message is too long",
+    "message_too_long",
+    "chat not found",
+    "topic_closed",
+    "not enough rights",
+)
 
 
 class Priority(IntEnum):
@@ -438,8 +451,8 @@ class Outbox:
             self._succeed(job, None)
         elif _is(exc, "message thread not found"):
             self._fail(job, TopicGone(f"message thread not found in chat {job.chat_id}"))
-        elif _is(exc, "can't parse entities") and job.fallback is not None:
-            log.warning("Bot API rejected formatting (%s); sending plain text", exc.message)
+        elif job.fallback is not None and not any(_is(exc, t) for t in _NOT_ABOUT_FORMATTING):
+            log.warning("Bot API refused the message (%s); sending it as plain text", exc.message)
             self.stats.plain_fallbacks += 1
             job.call, job.fallback = job.fallback, None
             self._requeue(job)

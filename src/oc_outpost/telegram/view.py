@@ -13,9 +13,16 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    MessageEntity,
+)
 from telegram.constants import ChatAction
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.chat import (
     GoneTopics,
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Rows = list[list[InlineKeyboardButton]]
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
+# Answers quote many links (docs, localhost ports): a preview card of the first one is noise.
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 TOPIC_NAME_LIMIT = 128
 
 
@@ -78,6 +87,23 @@ def _not_modified(exc: BadRequest) -> bool:
     return "not_modified" in text or "not modified" in text
 
 
+# What the topic methods answer for a topic that is gone: send methods say "message thread not
+# found" (the Outbox makes that TopicGone); editForumTopic, closeForumTopic, reopenForumTopic and
+# deleteForumTopic pass TDLib's raw errors through.
+_TOPIC_GONE_ERRORS = (
+    "message thread not found",
+    "topic_id_invalid",
+    "topic_deleted",
+    "invalid forum topic identifier",
+    "unknown forum topic identifier",
+)
+
+
+def _topic_gone(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return any(error in text for error in _TOPIC_GONE_ERRORS)
+
+
 class TelegramChat:
     def __init__(
         self,
@@ -107,11 +133,16 @@ class TelegramChat:
         return int(topic.message_thread_id)
 
     async def delete_topic(self, topic_id: int) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
-            chat_id=self._chat_id,
-            priority=Priority.INTERACTIVE,
-        )
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
+                chat_id=self._chat_id,
+                priority=Priority.INTERACTIVE,
+            )
+        except BadRequest as exc:
+            if _topic_gone(exc):
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
+            raise
 
     async def topic_exists(self, topic_id: int) -> bool:
         # Only send methods tell a deleted topic apart ("message thread not found"); a chat
@@ -146,6 +177,9 @@ class TelegramChat:
         try:
             await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
         except BadRequest as exc:
+            if _topic_gone(exc):
+                self._report_gone(topic_id)
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
             if not _not_modified(exc):  # already closed / open / so named: nothing to do
                 raise
         except TopicGone:
@@ -205,6 +239,7 @@ class TelegramChat:
             message_thread_id=topic_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     def _edit_call(
@@ -216,6 +251,7 @@ class TelegramChat:
             message_id=message_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     async def edit(self, message_id: int, part: Formatted, rows: Rows | None = None) -> None:
@@ -356,11 +392,16 @@ class TelegramChat:
         await self.edit(message_id, answered_message(prompt, decision))
 
     async def answer_callback(self, query_id: str, text: str) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
-            chat_id=None,
-            priority=Priority.INTERACTIVE,
-        )
+        """Answer a button press. Telegram refuses late answers ("query is too old", e.g. for
+        presses queued while the bot was down); the press still counts, so that is only logged."""
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
+                chat_id=None,
+                priority=Priority.INTERACTIVE,
+            )
+        except TelegramError as exc:
+            log.warning("button press %s not answered: %s", query_id, exc.message)
 
     # --- command views ------------------------------------------------------------------------
 
