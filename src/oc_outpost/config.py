@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -52,8 +52,11 @@ _RULES: Final[Mapping[str, str]] = {
     "api_host": "a host name or IP address",
     "api_port": "an integer between 1 and 65535",
     "api_key": "a non-empty secret",
+    "log_format": "text or json",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
 }
 _SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS: Final = frozenset({"true", "1"})
 _FALSE_WORDS: Final = frozenset({"false", "0"})
 
@@ -167,6 +170,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=4200, ge=1, le=MAX_PORT)
     api_key: SecretStr | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
     @classmethod
     def settings_customise_sources(
@@ -201,6 +206,19 @@ class Settings(BaseSettings):
                 raise ValueError("blank secret")
             return value.strip()
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError("not a log level")
+        return level
 
     @field_validator("telegram_api_url")
     @classmethod

@@ -56,6 +56,7 @@ MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
 MAX_DOWNLOAD_BYTES: Final = 20 * 1024 * 1024
 TOPIC_ICON_COLORS: Final = frozenset({0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F})
 DEFAULT_ICON_COLOR: Final = 0x6FB9F0
+GROUP_ANONYMOUS_BOT_ID: Final = 1087968824
 COMMAND_NAME_RE: Final = re.compile(r"^[a-z0-9_]{1,32}$")
 BOT_COMMAND_IN_TEXT_RE: Final = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 CHAT_ACTIONS: Final = frozenset(
@@ -769,6 +770,7 @@ class StoredMessage:
     caption_entities: list[JsonDict] = field(default_factory=list)
     reply_markup: JsonDict | None = None
     reply_to_message_id: int | None = None
+    sender_chat: JsonDict | None = None  # set when sent on behalf of a chat (anonymous admin)
     service: JsonDict | None = None
     media: JsonDict | None = None
     deleted: bool = False
@@ -1043,6 +1045,9 @@ class FakeTelegram:
         is_forum: bool = True,
         bot_status: str = "administrator",
         can_manage_topics: bool = True,
+        can_delete_messages: bool = True,
+        can_pin_messages: bool = True,
+        privacy_mode: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         first_update_id: int = 1,
@@ -1060,6 +1065,10 @@ class FakeTelegram:
         self.chats: dict[int, ChatState] = {chat_id: self.chat}
         self.bot_status = bot_status
         self.can_manage_topics = can_manage_topics
+        self.can_delete_messages = can_delete_messages
+        self.can_pin_messages = can_pin_messages
+        # BotFather's /setprivacy: on, a bot that is not an admin sees only commands in groups.
+        self.privacy_mode = privacy_mode
         self.webhook_url = ""
         self.callback_query_ttl = callback_query_ttl
         self.topics: dict[int, Topic] = {}
@@ -1329,6 +1338,25 @@ class FakeTelegram:
                 }
                 for m in BOT_COMMAND_IN_TEXT_RE.finditer(message.text)
             ]
+        payload = self._message_json(message)
+        await self._push_update("message", payload)
+        return payload
+
+    async def send_anonymous_admin_message(
+        self, text: str, thread_id: int | None = None
+    ) -> JsonDict:
+        """A message of an admin with "Remain anonymous" on: `from` is GroupAnonymousBot and
+        `sender_chat` the group itself (telegram.md §11)."""
+        sender = {
+            "id": GROUP_ANONYMOUS_BOT_ID,
+            "is_bot": True,
+            "first_name": "Group",
+            "username": "GroupAnonymousBot",
+        }
+        in_topic = self._user_thread(self.chat, thread_id)
+        message = self._store_message(self.chat, sender, thread_id, in_topic)
+        message.sender_chat = self.chat.to_api()
+        message.text = text
         payload = self._message_json(message)
         await self._push_update("message", payload)
         return payload
@@ -1674,7 +1702,7 @@ class FakeTelegram:
     async def _get_me(self, p: Params) -> JsonDict:
         return self.bot_user | {
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
             "can_connect_to_business": False,
             "has_main_web_app": False,
@@ -1744,11 +1772,9 @@ class FakeTelegram:
             return {"status": self.bot_status, "user": self.bot_user}
         rights = (
             "can_manage_chat",
-            "can_delete_messages",
             "can_manage_video_chats",
             "can_restrict_members",
             "can_invite_users",
-            "can_pin_messages",
         )
         return {
             "status": "administrator",
@@ -1756,6 +1782,8 @@ class FakeTelegram:
             "can_be_edited": False,
             "is_anonymous": False,
             **dict.fromkeys(rights, True),
+            "can_delete_messages": self.can_delete_messages,
+            "can_pin_messages": self.can_pin_messages,
             "can_promote_members": False,
             "can_change_info": False,
             "can_post_stories": False,
@@ -2159,6 +2187,8 @@ class FakeTelegram:
             "chat": chat.to_api(),
             "date": message.date,
         }
+        if message.sender_chat is not None:
+            body["sender_chat"] = message.sender_chat
         if message.thread_id is not None:
             body["message_thread_id"] = message.thread_id
         if message.is_topic_message:
