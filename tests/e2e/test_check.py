@@ -64,7 +64,8 @@ async def test_check_reports_a_chat_that_is_not_a_forum_and_a_bot_that_is_not_ad
         for line in lines
     ), out
     assert any(
-        line.startswith("❌ privacy mode is on: the bot sees only commands") and "/setprivacy" in line
+        line.startswith("❌ privacy mode is on: the bot sees only commands")
+        and "/setprivacy" in line
         for line in lines
     ), out
     assert any(line.startswith("⚠️ TELEGRAM_ALLOWED_USERS is empty") for line in lines), out

@@ -1,4 +1,4 @@
-"""`oc-outpost service install|uninstall`: the systemd user unit, as text and as systemd reads it."""
+"""`oc-outpost service install|uninstall`: the user unit, as text and as systemd sees it."""
 
 from __future__ import annotations
 
