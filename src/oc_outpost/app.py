@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,15 @@ from oc_outpost.core.commands import Commands, CommandsConfig
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.outpost import Outpost, OutpostConfig
 from oc_outpost.core.supervision import Supervision
+from oc_outpost.core.types import InstanceKind, InstanceState
+from oc_outpost.metrics import Metrics
+from oc_outpost.opencode.version import (
+    INSTALL_COMMAND,
+    PINNED,
+    VersionError,
+    judge,
+    opencode_version,
+)
 from oc_outpost.orchestrator.manager import InstanceManager, ManagerConfig
 from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.bot_state import BotStateStore
@@ -84,14 +95,17 @@ class OutpostApp:
         self.settings = settings
         self.options = options or RunOptions()
         self.application = build_application(settings, self.options)
-        self.outbox = Outbox(self.application.bot, outbox_limits(settings))
-        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id)
+        self.metrics = Metrics(servers=self._server_counts)
+        self.outbox = Outbox(self.application.bot, outbox_limits(settings), metrics=self.metrics)
+        self.chat = TelegramChat(self.outbox, settings.telegram_chat_id, metrics=self.metrics)
         self._dbs: list[Database] = []
         self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
+        self._version_report: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
+        self._version_report = asyncio.create_task(log_opencode_version(s.opencode_path))
         orchestrator_db = await Database.open(s.orchestrator_db_path, ORCHESTRATOR_MIGRATIONS)
         self._dbs.append(orchestrator_db)
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
@@ -124,6 +138,7 @@ class OutpostApp:
             instances=self.instances,
             instance_store=instance_store,
             chat=self.journal.wrap(self.chat),
+            metrics=self.metrics,
         )
         self.supervision = Supervision(
             self.outpost,
@@ -154,21 +169,38 @@ class OutpostApp:
         await self.application.initialize()
         self.outbox.start()
         await self.outbox.submit(
-            lambda bot: bot.set_my_commands(COMMANDS), chat_id=None, priority=Priority.INTERACTIVE
+            lambda bot: bot.set_my_commands(COMMANDS),
+            method="setMyCommands",
+            chat_id=None,
+            priority=Priority.INTERACTIVE,
         )
         await self.instances.start()  # adopt the servers a previous run left running
         await self.outpost.start()
         self.supervision.start()  # deliver what finished while the bot was down
         api_key = s.api_key.get_secret_value() if s.api_key else None
-        self.api = ApiServer(build_api(self.outpost.externals, api_key), s.api_host, s.api_port)
+        api = build_api(self.outpost.externals, api_key, self.metrics)
+        self.api = ApiServer(api, s.api_host, s.api_port)
         await self.api.start()
         await self.application.start()
         assert self.application.updater is not None
         await self.application.updater.start_polling(timeout=self.options.poll_timeout_s)
+        await self._version_report
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
+
+    async def _server_counts(self) -> Mapping[tuple[str, str], int]:
+        """Servers by (kind, state) for the metrics; every pair present, zeros included."""
+        counts = (await self.instances.status()).counts() if self._wired else {}
+        return {
+            (kind.value, state.value): counts.get((kind, state), 0)
+            for kind in InstanceKind
+            for state in InstanceState
+        }
 
     async def stop(self) -> None:
         """Stop taking updates, flush final answers, stop servers, close stores."""
+        if self._version_report is not None and not self._version_report.done():
+            self._version_report.cancel()  # start-up failed before it was awaited
+            await asyncio.gather(self._version_report, return_exceptions=True)
         if self._wired:
             await self._stop_parts()
         for db in self._dbs:
@@ -192,6 +224,24 @@ class OutpostApp:
         else:
             await self.instances.stop_all()
         await self.application.shutdown()
+
+
+async def log_opencode_version(command: str) -> None:
+    """Say at start-up which OpenCode runs the agents and whether it was tested."""
+    binary = shutil.which(command)
+    if binary is None:
+        log.warning("OpenCode %r was not found; install it with `%s`", command, INSTALL_COMMAND)
+        return
+    try:
+        version = await opencode_version(binary)
+    except (OSError, VersionError) as exc:
+        log.warning("%s --version failed: %s", binary, exc)
+        return
+    verdict = judge(version)
+    if verdict.tested:
+        log.info("%s (%s)", verdict.describe(), binary)
+    else:
+        log.warning("%s (%s); it may work, CI runs %s", verdict.describe(), binary, PINNED)
 
 
 async def serve(settings: Settings, stop: asyncio.Event, options: RunOptions | None = None) -> None:

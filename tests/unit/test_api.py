@@ -24,6 +24,7 @@ from oc_outpost.api.server import ApiServer, ApiStartError, build_api
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.external import ExternalServers
 from oc_outpost.core.streams import EventStreams
+from oc_outpost.metrics import Metrics
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
@@ -52,7 +53,9 @@ async def _no_events(*_: Any) -> None:
     return None
 
 
-async def make_api(tmp_path: Path, api_key: str | None) -> tuple[FastAPI, list[Database]]:
+async def make_api(
+    tmp_path: Path, api_key: str | None, metrics: Metrics | None = None
+) -> tuple[FastAPI, list[Database]]:
     (tmp_path / "projects" / "demo").mkdir(parents=True)
     orchestrator = await Database.open(tmp_path / "o.db", ORCHESTRATOR_MIGRATIONS)
     topics = await Database.open(tmp_path / "t.db", TOPIC_MIGRATIONS)
@@ -64,7 +67,7 @@ async def make_api(tmp_path: Path, api_key: str | None) -> tuple[FastAPI, list[D
         streams=EventStreams(_no_events),
         store=InstanceStore(orchestrator),
     )
-    return build_api(externals, api_key), [orchestrator, topics]
+    return build_api(externals, api_key, metrics), [orchestrator, topics]
 
 
 @pytest.fixture
@@ -159,6 +162,7 @@ async def test_openapi_document_is_served(api: httpx.AsyncClient) -> None:
         "/api/unregister",
         "/api/status/{project_path}",
         "/api/instances",
+        "/metrics",
     }
 
 

@@ -16,11 +16,12 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oc_outpost import __version__
+from oc_outpost import metrics as prometheus
 from oc_outpost.api.models import (
     ErrorResponse,
     HealthResponse,
@@ -32,6 +33,7 @@ from oc_outpost.api.models import (
     UnregisterResponse,
 )
 from oc_outpost.core.external import ExternalServers, RegistrationError
+from oc_outpost.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ def error_response(status: int, message: str, details: list[str] | None = None) 
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def build_api(externals: ExternalServers, api_key: str | None) -> FastAPI:
+def build_api(
+    externals: ExternalServers, api_key: str | None, metrics: Metrics | None = None
+) -> FastAPI:
     async def authorised(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
@@ -115,6 +119,17 @@ def build_api(externals: ExternalServers, api_key: str | None) -> FastAPI:
     @app.get("/api/instances", response_model=list[InstanceResponse])
     async def list_instances() -> list[InstanceResponse]:
         return [InstanceResponse.from_info(i) for i in await externals.all_instances()]
+
+    counted = metrics or Metrics()
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {prometheus.CONTENT_TYPE: {}}}},
+        summary="Prometheus metrics",
+    )
+    async def metrics_text() -> Response:
+        return Response(await counted.render(), media_type=prometheus.CONTENT_TYPE)
 
     return app
 

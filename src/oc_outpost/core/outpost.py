@@ -26,6 +26,7 @@ from oc_outpost.core.streams import EventStreams
 from oc_outpost.core.turns import TurnRouter
 from oc_outpost.core.types import InstanceKind, TopicBinding
 from oc_outpost.core.waking import WAKING_UP, with_notice
+from oc_outpost.metrics import Metrics
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
@@ -62,14 +63,15 @@ class Outpost:
         instance_store: InstanceStore,
         chat: Chat,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._instances = instances
         self._chat = chat
         self.bindings = Bindings(topics, config.chat_id)
-        self.turns = TurnRouter(chat, self.bindings, clock=clock)
+        self.turns = TurnRouter(chat, self.bindings, clock=clock, metrics=metrics)
         self.approvals = Approvals(chat, pending, self._client_of)
-        self.streams = EventStreams(self._dispatch)
+        self.streams = EventStreams(self._dispatch, metrics=metrics)
         self.externals = ExternalServers(
             project_base=config.project_base,
             chat=chat,

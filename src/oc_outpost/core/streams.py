@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from oc_outpost.metrics import Metrics
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.stream import DEFAULT_BACKOFF, DEFAULT_PATH, EventStream
@@ -41,8 +42,10 @@ class EventStreams:
         *,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
+        metrics: Metrics | None = None,
     ) -> None:
         self._dispatch = dispatch
+        self._metrics = metrics or Metrics()
         self._watchdog_s = watchdog_s
         self._backoff = tuple(backoff)
         self._on_reconnect: Reconnected | None = None
@@ -92,6 +95,7 @@ class EventStreams:
 
         async def on_reconnect() -> None:
             log.info("event stream of %s reconnected; reconciling", instance_id)
+            self._metrics.stream_reconnected()
             if self._on_reconnect is not None:
                 await self._on_reconnect(instance_id, client)
 

@@ -17,6 +17,7 @@ from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.ports import TopicGone
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.core.types import TopicBinding
+from oc_outpost.metrics import Metrics
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
@@ -39,10 +40,12 @@ class TurnRouter:
         bindings: Bindings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._chat = chat
         self._bindings = bindings
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
@@ -75,6 +78,7 @@ class TurnRouter:
         )
         active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         self._turns[binding.session_id] = active
+        self._metrics.turn_started()
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
@@ -86,6 +90,7 @@ class TurnRouter:
             await self._chat.notify(topic_id, f"❌ {message}")
             return
         self._remember_user_messages(active.snapshot)
+        self._metrics.turn_ended(failed=True)
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
         )
@@ -135,6 +140,7 @@ class TurnRouter:
         if error is None:
             self._spawn(self._finish(active))
             return
+        self._metrics.turn_ended(failed=True)
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=error, finished_at=self._clock()
         )
@@ -192,6 +198,7 @@ class TurnRouter:
 
     async def _finish(self, active: ActiveTurn) -> None:
         snapshot = turns.finish(active.snapshot, self._clock())
+        self._metrics.turn_ended(failed=snapshot.phase == TurnPhase.FAILED)
         try:
             messages = await active.client.messages(snapshot.session_id)
         except OpenCodeError as exc:

@@ -19,6 +19,7 @@ from telegram.error import BadRequest
 from oc_outpost.core.chat import HistoryEntry, ProjectEntry
 from oc_outpost.core.ports import PermissionPrompt, QuestionPrompt, TopicGone
 from oc_outpost.core.turn import TurnSnapshot
+from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
 from oc_outpost.telegram.outbox import Outbox, Priority
@@ -72,11 +73,17 @@ def _not_modified(exc: BadRequest) -> bool:
 
 class TelegramChat:
     def __init__(
-        self, outbox: Outbox, chat_id: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        outbox: Outbox,
+        chat_id: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._outbox = outbox
         self._chat_id = chat_id
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._progress: dict[int, _Progress] = {}  # by turn id
         # Core's reaction to a topic deleted in the app (unbind, tell General); set by the app.
         self.topic_gone: Callable[[int], Coroutine[Any, Any, None]] | None = None
@@ -88,6 +95,7 @@ class TelegramChat:
     async def create_topic(self, name: str) -> int:
         topic = await self._outbox.submit(
             lambda bot: bot.create_forum_topic(self._chat_id, name[:TOPIC_NAME_LIMIT]),
+            method="createForumTopic",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
@@ -96,27 +104,35 @@ class TelegramChat:
     async def delete_topic(self, topic_id: int) -> None:
         await self._outbox.submit(
             lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
+            method="deleteForumTopic",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
 
     async def close_topic(self, topic_id: int) -> None:
-        await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
+        await self._topic_call(
+            topic_id, "closeForumTopic", lambda bot: bot.close_forum_topic(self._chat_id, topic_id)
+        )
 
     async def reopen_topic(self, topic_id: int) -> None:
         await self._topic_call(
-            topic_id, lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id)
+            topic_id,
+            "reopenForumTopic",
+            lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id),
         )
 
     async def rename_topic(self, topic_id: int, name: str) -> None:
         await self._topic_call(
             topic_id,
+            "editForumTopic",
             lambda bot: bot.edit_forum_topic(self._chat_id, topic_id, name=name[:TOPIC_NAME_LIMIT]),
         )
 
-    async def _topic_call(self, topic_id: int, call: Callable[[Bot], Any]) -> None:
+    async def _topic_call(self, topic_id: int, method: str, call: Callable[[Bot], Any]) -> None:
         try:
-            await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
+            await self._outbox.submit(
+                call, method=method, chat_id=self._chat_id, priority=Priority.INTERACTIVE
+            )
         except BadRequest as exc:
             if not _not_modified(exc):  # already closed / open / so named: nothing to do
                 raise
@@ -168,6 +184,7 @@ class TelegramChat:
         try:
             message: Message = await self._outbox.submit(
                 self._send_call(topic_id, part, markup),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=priority,
                 fallback=self._send_call(topic_id, Formatted(part.text), markup),
@@ -203,6 +220,7 @@ class TelegramChat:
         markup = InlineKeyboardMarkup(rows) if rows else None
         await self._outbox.submit(
             self._edit_call(message_id, part, markup),
+            method="editMessageText",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
             key=("edit", message_id),
@@ -219,6 +237,7 @@ class TelegramChat:
         elif progress.sending is None:
             progress.sending = self._outbox.enqueue(
                 self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=Priority.PROGRESS,
                 key=("progress-send", turn.turn_id),
@@ -249,6 +268,7 @@ class TelegramChat:
         text = progress.latest
         future = self._outbox.enqueue(
             self._edit_call(progress.message_id, Formatted(text), markup),
+            method="editMessageText",
             chat_id=self._chat_id,
             # the closing summary is part of the final answer, not paced like live progress
             priority=Priority.FINAL if final else Priority.PROGRESS,
@@ -267,6 +287,7 @@ class TelegramChat:
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
         for part in final_parts(turn):
             await self._send_part(topic_id, part, Priority.FINAL)
+        self._metrics.final_delivered()
         progress = self._progress.pop(turn.turn_id, None)
         if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
             return
@@ -318,6 +339,7 @@ class TelegramChat:
     async def answer_callback(self, query_id: str, text: str) -> None:
         await self._outbox.submit(
             lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
+            method="answerCallbackQuery",
             chat_id=None,
             priority=Priority.INTERACTIVE,
         )
