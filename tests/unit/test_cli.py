@@ -173,3 +173,30 @@ def test_the_running_bot_logs_json_at_the_configured_level(tmp_path: Path) -> No
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     assert any(line["level"] == "DEBUG" for line in lines)
     assert "very-secret-token" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("printed", "expected"),
+    [
+        ("1.18.33", "OpenCode 1.18.33 is in the tested range 1.1.65 – 1.18.33"),
+        ("1.0.220", "OpenCode 1.0.220 is older than the tested range 1.1.65 – 1.18.33"),
+        ("2.0.0", "OpenCode 2.0.0 is newer than the tested range 1.1.65 – 1.18.33"),
+    ],
+)
+async def test_the_start_up_log_names_the_opencode_version_and_the_tested_range(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, printed: str, expected: str
+) -> None:
+    from oc_outpost.app import log_opencode_version
+
+    binary = tmp_path / "opencode"
+    binary.write_text(f"#!/bin/sh\necho {printed}\n")
+    binary.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="oc_outpost.app"):
+        await log_opencode_version(str(binary))
+        await log_opencode_version(str(tmp_path / "missing"))
+    tested, missing = caplog.records
+    assert tested.getMessage().startswith(expected)
+    assert tested.levelno == (logging.INFO if printed == "1.18.33" else logging.WARNING)
+    assert "was not found; install it with `npm install -g opencode-ai@1.18.33`" in (
+        missing.getMessage()
+    )

@@ -251,7 +251,8 @@ def _instructions(me: BotIdentity) -> str:
         "  a. create a group and turn on Topics (group settings → Topics): a forum supergroup;\n"
         f"  b. add @{me.username} to it and make it an administrator with the rights\n"
         "     “Manage topics”, “Delete messages” and “Pin messages”;\n"
-        "  c. send any message in the group (as yourself, not anonymously).\n"
+        f"  c. send any message in the group as yourself, e.g. /start@{me.username} (a command\n"
+        "     reaches the bot even while privacy mode hides plain messages from it).\n"
         "Waiting for that message…"
     )
 
