@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram.ext import Application, ApplicationBuilder
-from telegram.request import HTTPXRequest
 
 from oc_outpost.api.server import ApiServer, build_api
 from oc_outpost.config import Settings
@@ -37,11 +36,11 @@ from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
+from oc_outpost.telegram.requests import bot_requests
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
 
-BOT_API_TIMEOUT_S = 10.0
 SHUTDOWN_FLUSH_S = 10.0
 
 
@@ -57,24 +56,14 @@ def build_application(
     settings: Settings, options: RunOptions
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     api = settings.telegram_api_url
-    request = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-        pool_timeout=BOT_API_TIMEOUT_S,
-    )
-    polling = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=options.poll_timeout_s + BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-    )
+    requests = bot_requests(options.poll_timeout_s)
     return (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
-        .request(request)
-        .get_updates_request(polling)
+        .request(requests.calls)
+        .get_updates_request(requests.polling)
         .concurrent_updates(True)
         .build()
     )

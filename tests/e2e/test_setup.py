@@ -199,3 +199,11 @@ async def test_a_rejected_token_and_a_missing_opencode_are_explained(
     assert "❌ OpenCode (opencode) was not found — fix: install it with" in result.output
     assert "    npm install -g opencode-ai@1.18.33\n" in result.output
     assert "OPENCODE_PATH" not in read_env(home / ".env")
+
+
+async def test_an_unreachable_bot_api_is_a_clear_error(home: Path) -> None:
+    result = await run_setup("--api-url", "http://127.0.0.1:9", answers=answers(TEST_BOT_TOKEN))
+    assert result.exit_code == 1
+    assert "the Bot API at http://127.0.0.1:9 is not reachable" in result.output
+    assert "Traceback" not in result.output
+    assert TEST_BOT_TOKEN not in result.output

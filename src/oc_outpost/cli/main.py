@@ -19,6 +19,7 @@ from oc_outpost.cli.link import LinkError, LinkOptions, default_api_url, link
 from oc_outpost.cli.logs import configure_logging
 from oc_outpost.cli.setup import Setup, SetupFailed, SetupOptions
 from oc_outpost.config import DEFAULT_ENV_FILE, ConfigError, Settings, load_settings
+from oc_outpost.telegram.probe import ProbeError
 
 cli = typer.Typer(
     help="A Telegram forum supergroup as a control room for OpenCode coding agents.",
@@ -153,7 +154,7 @@ def setup(
     )
     try:
         Setup(options).run()
-    except SetupFailed as exc:
+    except (SetupFailed, ProbeError) as exc:
         typer.echo(f"❌ {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("\n5. The whole check")

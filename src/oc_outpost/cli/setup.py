@@ -86,11 +86,7 @@ class Setup:
     def run(self) -> None:
         say(f"oc-outpost setup — writing {self._options.env_file}")
         token, me = self._token_step()
-        group = self._group_step(token, me)
-        self._save(
-            TELEGRAM_CHAT_ID=str(group.chat_id),
-            TELEGRAM_ALLOWED_USERS=",".join(str(u) for u in group.user_ids),
-        )
+        self._save_group(self._group_step(token, me))
         self._save(PROJECT_BASE_PATH=str(self._project_base_step()))
         opencode = self._opencode_step()
         if opencode is not None:
@@ -110,7 +106,8 @@ class Setup:
                     "❌ Telegram rejected this token — fix: copy it again from @BotFather "
                     "(/mybots → your bot → API Token)"
                 )
-                if not self._options.interactive or attempt == TOKEN_ATTEMPTS:
+                asked = self._options.interactive and self._options.token_file is None
+                if not asked or attempt == TOKEN_ATTEMPTS:
                     raise SetupFailed("no valid bot token") from None
                 continue
             except ProbeError as exc:
@@ -185,7 +182,7 @@ class Setup:
                 say(finding.line())
             if all(f.ok for f in findings) or not self._options.interactive:
                 return group
-            self._save(TELEGRAM_CHAT_ID=str(group.chat_id))
+            self._save_group(group)
             say(
                 f"Fix that in Telegram, then send another message in the group (@{me.username} "
                 "checks again; Ctrl-C stops, and `oc-outpost setup` continues later)."
@@ -239,6 +236,12 @@ class Setup:
         level = Level.OK if verdict.tested else Level.WARNING
         say(f"{level.value} OpenCode {version} at {absolute}: {verdict.describe()}")
         return absolute  # absolute, so that a service with another PATH finds it too
+
+    def _save_group(self, group: Group) -> None:
+        self._save(
+            TELEGRAM_CHAT_ID=str(group.chat_id),
+            TELEGRAM_ALLOWED_USERS=",".join(str(u) for u in group.user_ids),
+        )
 
     def _save(self, **values: str) -> None:
         write_env(self._options.env_file, values)

@@ -24,9 +24,9 @@ from telegram.error import (
     NetworkError,
     TelegramError,
 )
-from telegram.request import HTTPXRequest
 
-BOT_API_TIMEOUT_S = 10.0
+from oc_outpost.telegram.requests import bot_requests
+
 POLL_S = 10  # one getUpdates long poll
 GROUP_ANONYMOUS_BOT = 1087968824  # `from` of messages sent by an anonymous admin
 CHANNEL_BOT = 777000  # `from` of a linked channel's automatic forwards
@@ -99,23 +99,13 @@ class GroupMessage:
 
 
 def make_bot(token: str, api_url: str, *, poll_s: int = POLL_S) -> Bot:
-    request = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-        pool_timeout=BOT_API_TIMEOUT_S,
-    )
-    polling = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=poll_s + BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-    )
+    requests = bot_requests(poll_s)
     return Bot(
         token,
         base_url=f"{api_url}/bot",
         base_file_url=f"{api_url}/file/bot",
-        request=request,
-        get_updates_request=polling,
+        request=requests.calls,
+        get_updates_request=requests.polling,
     )
 
 
