@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
-from telegram.request import HTTPXRequest
 
 from oc_outpost.api.server import ApiConfig, ApiServer, build_api
 from oc_outpost.api_key import api_key_file, resolve_api_key
@@ -27,6 +28,15 @@ from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.unlinking import Unlinker
+from oc_outpost.metrics import Metrics
+from oc_outpost.model import InstanceKind, InstanceState
+from oc_outpost.opencode.version import (
+    INSTALL_COMMAND,
+    PINNED,
+    VersionError,
+    judge,
+    opencode_version,
+)
 from oc_outpost.servers.discovery import Discovery
 from oc_outpost.servers.manager import InstanceManager, ManagerConfig
 from oc_outpost.servers.registry import ServerRegistry
@@ -43,12 +53,12 @@ from oc_outpost.telegram.coalesce import CoalesceConfig
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
 from oc_outpost.telegram.polling import PollingConfig, UpdatePoller
+from oc_outpost.telegram.requests import bot_requests
 from oc_outpost.telegram.startup import StartupRetry, with_retries
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
 
-BOT_API_TIMEOUT_S = 10.0
 SHUTDOWN_FLUSH_S = 10.0
 
 
@@ -67,24 +77,14 @@ def build_application(
     settings: Settings, options: RunOptions
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     api = settings.telegram_api_url
-    request = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-        pool_timeout=BOT_API_TIMEOUT_S,
-    )
-    polling = HTTPXRequest(
-        connect_timeout=BOT_API_TIMEOUT_S,
-        read_timeout=options.poll_timeout_s + BOT_API_TIMEOUT_S,
-        write_timeout=BOT_API_TIMEOUT_S,
-    )
+    requests = bot_requests(options.poll_timeout_s)
     return (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
-        .request(request)
-        .get_updates_request(polling)
+        .request(requests.calls)
+        .get_updates_request(requests.polling)
         .updater(None)  # our UpdatePoller fetches updates (handled exactly once, see polling.py)
         .build()
     )
@@ -120,22 +120,29 @@ class OutpostApp:
         self.settings = settings
         self.options = options or RunOptions()
         self.application = build_application(settings, self.options)
-        self.outbox = Outbox(self.application.bot, outbox_limits(settings))
+        self.metrics = Metrics(servers=self._server_counts)
+        self.outbox = Outbox(self.application.bot, outbox_limits(settings), metrics=self.metrics)
         self._dbs: list[Database] = []
         self._wired = False  # every part is built (start-up may still have failed after that)
         self.api: ApiServer | None = None
         self.poller: UpdatePoller | None = None
+        self._version_report: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
+        self._version_report = asyncio.create_task(log_opencode_version(s.opencode_path))
         orchestrator_db = await Database.open(s.orchestrator_db_path, ORCHESTRATOR_MIGRATIONS)
         self._dbs.append(orchestrator_db)
         topic_db = await Database.open(s.topic_db_path, TOPIC_MIGRATIONS)
         self._dbs.append(topic_db)
         gone_topics = GoneTopics()
         journal = TurnJournal(ActiveTurnStore(topic_db))
-        chat = TelegramChat(self.outbox, s.telegram_chat_id, gone_topics, journal)
-        core = build_core(s, self.options, chat, gone_topics, journal, orchestrator_db, topic_db)
+        chat = TelegramChat(
+            self.outbox, s.telegram_chat_id, gone_topics, journal, metrics=self.metrics
+        )
+        core = build_core(
+            s, self.options, chat, gone_topics, journal, orchestrator_db, topic_db, self.metrics
+        )
         self.core = core
         self.controller = core.controller
 
@@ -146,7 +153,7 @@ class OutpostApp:
             handle_general=s.handle_general_topic,
         )
         self.api = ApiServer(
-            build_api(self.controller, await api_config(s)), s.api_host, s.api_port
+            build_api(self.controller, await api_config(s), self.metrics), s.api_host, s.api_port
         )
         self.handlers = Handlers(
             self.controller,
@@ -165,6 +172,7 @@ class OutpostApp:
             "setMyCommands",
             lambda: self.outbox.submit(
                 lambda bot: bot.set_my_commands(COMMANDS),
+                method="setMyCommands",
                 chat_id=None,
                 priority=Priority.INTERACTIVE,
             ),
@@ -183,14 +191,27 @@ class OutpostApp:
             PollingConfig(timeout_s=self.options.poll_timeout_s),
         )
         await self.poller.start()
+        await self._version_report
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
 
     async def _handle_update(self, update: Update) -> None:
         await self.application.process_update(update)
         await self.handlers.work_done(update.update_id)
 
+    async def _server_counts(self) -> Mapping[tuple[str, str], int]:
+        """Servers by (kind, state) for the metrics; every pair present, zeros included."""
+        counts = (await self.core.registry.status()).counts() if self._wired else {}
+        return {
+            (kind.value, state.value): counts.get((kind, state), 0)
+            for kind in InstanceKind
+            for state in InstanceState
+        }
+
     async def stop(self) -> None:
         """Stop taking updates, flush final answers, stop servers, close stores."""
+        if self._version_report is not None and not self._version_report.done():
+            self._version_report.cancel()  # start-up failed before it was awaited
+            await asyncio.gather(self._version_report, return_exceptions=True)
         if self._wired:
             await self._stop_parts()
         for db in self._dbs:
@@ -231,6 +252,7 @@ def build_core(
     journal: TurnJournal,
     orchestrator_db: Database,
     topic_db: Database,
+    metrics: Metrics,
 ) -> Core:
     """Stores, core and servers, each given what it uses (bottom layer first; the servers report
     to core's `ServerEvents`, so that is built before them)."""
@@ -238,7 +260,7 @@ def build_core(
 
     # core's side of the OpenCode events: built first, the servers report to it
     bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-    tracker = TurnTracker(chat, bindings, journal)
+    tracker = TurnTracker(chat, bindings, journal, metrics=metrics)
     approvals = Approvals(chat, PendingStore(topic_db))
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
@@ -251,7 +273,7 @@ def build_core(
     )
 
     # the servers
-    streams = EventStreams(server_events, watchdog_s=options.stream_watchdog_s)
+    streams = EventStreams(server_events, watchdog_s=options.stream_watchdog_s, metrics=metrics)
     instances = InstanceManager(manager_config(s), instance_store, server_events, streams)
     supervisor = Supervisor(instances)
     registry = ServerRegistry(instances, streams, instance_store, Discovery(instance_store))
@@ -302,6 +324,24 @@ def manager_config(s: Settings) -> ManagerConfig:
         log_dir=s.orchestrator_db_path.parent / "logs",
         shared_dir=s.project_base_path if s.opencode_shared_server else None,
     )
+
+
+async def log_opencode_version(command: str) -> None:
+    """Say at start-up which OpenCode runs the agents and whether it was tested."""
+    binary = shutil.which(command)
+    if binary is None:
+        log.warning("OpenCode %r was not found; install it with `%s`", command, INSTALL_COMMAND)
+        return
+    try:
+        version = await opencode_version(binary)
+    except (OSError, VersionError) as exc:
+        log.warning("%s --version failed: %s", binary, exc)
+        return
+    verdict = judge(version)
+    if verdict.tested:
+        log.info("%s (%s)", verdict.describe(), binary)
+    else:
+        log.warning("%s (%s); it may work, CI runs %s", verdict.describe(), binary, PINNED)
 
 
 async def serve(settings: Settings, stop: asyncio.Event, options: RunOptions | None = None) -> None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -55,8 +55,11 @@ _RULES: Final[Mapping[str, str]] = {
     "api_port": "an integer between 1 and 65535",
     "api_key": f"a secret of at least {MIN_API_KEY_LENGTH} characters",
     "api_allowed_server_hosts": "a comma-separated list of host names or IP addresses",
+    "log_format": "text or json",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
 }
 _SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS: Final = frozenset({"true", "1"})
 _FALSE_WORDS: Final = frozenset({"false", "0"})
 
@@ -189,6 +192,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=4200, ge=1, le=MAX_PORT)
     api_key: SecretStr | None = None
     api_allowed_server_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
     @classmethod
     def settings_customise_sources(
@@ -235,6 +240,19 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
             raise ValueError("too short")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError("not a log level")
+        return level
 
     @field_validator("telegram_api_url")
     @classmethod

@@ -951,6 +951,7 @@ class StoredMessage:
     caption_entities: list[JsonDict] = field(default_factory=list)
     reply_markup: JsonDict | None = None
     reply_to_message_id: int | None = None
+    sender_chat: JsonDict | None = None  # set when sent on behalf of a chat (anonymous admin)
     service: JsonDict | None = None
     media: JsonDict | None = None
     deleted: bool = False
@@ -1230,6 +1231,9 @@ class FakeTelegram:
         is_forum: bool = True,
         bot_status: str = "administrator",
         can_manage_topics: bool = True,
+        can_delete_messages: bool = True,
+        can_pin_messages: bool = True,
+        privacy_mode: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         first_update_id: int = 1,
@@ -1247,6 +1251,10 @@ class FakeTelegram:
         self.chats: dict[int, ChatState] = {chat_id: self.chat}
         self.bot_status = bot_status
         self.can_manage_topics = can_manage_topics
+        self.can_delete_messages = can_delete_messages
+        self.can_pin_messages = can_pin_messages
+        # BotFather's /setprivacy: on, a bot that is not an admin sees only commands in groups.
+        self.privacy_mode = privacy_mode
         self.webhook_url = ""
         self.callback_query_ttl = callback_query_ttl
         self.deleted_topic_error = "TOPIC_ID_INVALID"  # or "TOPIC_DELETED"
@@ -1961,7 +1969,7 @@ class FakeTelegram:
     async def _get_me(self, p: Params) -> JsonDict:
         return self.bot_user | {
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
             "can_connect_to_business": False,
             "has_main_web_app": False,
@@ -2031,11 +2039,9 @@ class FakeTelegram:
             return {"status": self.bot_status, "user": self.bot_user}
         rights = (
             "can_manage_chat",
-            "can_delete_messages",
             "can_manage_video_chats",
             "can_restrict_members",
             "can_invite_users",
-            "can_pin_messages",
         )
         return {
             "status": "administrator",
@@ -2043,6 +2049,8 @@ class FakeTelegram:
             "can_be_edited": False,
             "is_anonymous": False,
             **dict.fromkeys(rights, True),
+            "can_delete_messages": self.can_delete_messages,
+            "can_pin_messages": self.can_pin_messages,
             "can_promote_members": False,
             "can_change_info": False,
             "can_post_stories": False,
@@ -2459,6 +2467,8 @@ class FakeTelegram:
             "chat": chat.to_api(),
             "date": message.date,
         }
+        if message.sender_chat is not None:
+            body["sender_chat"] = message.sender_chat
         if message.thread_id is not None:
             body["message_thread_id"] = message.thread_id
         if message.is_topic_message:

@@ -22,11 +22,12 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oc_outpost import __version__
+from oc_outpost import metrics as prometheus
 from oc_outpost.api.errors import ApiError, error_response
 from oc_outpost.api.guard import RequestGuard
 from oc_outpost.api.models import (
@@ -42,6 +43,7 @@ from oc_outpost.api.models import (
 from oc_outpost.config import is_loopback_host
 from oc_outpost.core.controller import Controller
 from oc_outpost.core.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
+from oc_outpost.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class ApiConfig:
     max_body_bytes: int = MAX_BODY_BYTES
 
 
-def build_api(controller: Controller, config: ApiConfig) -> FastAPI:
+def build_api(controller: Controller, config: ApiConfig, metrics: Metrics | None = None) -> FastAPI:
     if not config.api_key:
         raise ValueError("the API needs a key")
     api_key = config.api_key.encode()
@@ -136,6 +138,17 @@ def build_api(controller: Controller, config: ApiConfig) -> FastAPI:
     @app.get("/api/instances", response_model=list[InstanceResponse])
     async def list_instances() -> list[InstanceResponse]:
         return [InstanceResponse.from_info(i) for i in await controller.instances()]
+
+    counted = metrics or Metrics()
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {prometheus.CONTENT_TYPE: {}}}},
+        summary="Prometheus metrics",
+    )
+    async def metrics_text() -> Response:
+        return Response(await counted.render(), media_type=prometheus.CONTENT_TYPE)
 
     return app
 

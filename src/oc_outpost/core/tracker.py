@@ -18,6 +18,7 @@ from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
@@ -45,11 +46,13 @@ class TurnTracker:
         journal: TurnJournal,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._chat = chat
         self._bindings = bindings
         self._journal = journal
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
@@ -98,6 +101,7 @@ class TurnTracker:
         self._turns[binding.session_id] = active
         if resume:
             self._adopt_progress(binding.topic_id, snapshot)
+        self._metrics.turn_started()
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
@@ -240,6 +244,7 @@ class TurnTracker:
     async def _deliver(self, topic_id: int, snapshot: TurnSnapshot, *, streaming: bool) -> bool:
         """Hand the final answer to the chat; the journal entry goes once it is delivered (or
         its topic is gone). Any other failure leaves it for the next start to deliver."""
+        self._metrics.turn_ended(failed=snapshot.phase == TurnPhase.FAILED)
         try:
             await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked

@@ -43,6 +43,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, 
 from telegram.warnings import PTBDeprecationWarning
 
 from oc_outpost.core.chat import TopicGone
+from oc_outpost.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class _Job:
     priority: Priority
     seq: int
     chat_id: int | None
+    method: str  # the Bot API method, for the metrics
     key: Hashable | None
     call: Call
     fallback: Call | None
@@ -169,6 +171,7 @@ class Outbox:
         limits: Limits | None = None,
         *,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bot = bot
         self.limits = limits or Limits()
@@ -187,6 +190,9 @@ class Outbox:
         # (time, progress calls queued) samples, kept only while they can be the minute's peak.
         self._stream_peaks: deque[tuple[float, int]] = deque()
         self.stats = OutboxStats()
+        self._metrics = metrics or Metrics()
+        for priority in Priority:
+            self._metrics.watch_queue_depth(priority.name.lower(), self._depth_of(priority))
 
     # --- public API -------------------------------------------------------------------------
 
@@ -198,26 +204,28 @@ class Outbox:
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,
         fallback: Call | None = None,
     ) -> Any:
-        """Queue a Bot API call and wait for its result."""
+        """Queue a Bot API call (``method`` names it) and wait for its result."""
         return await self.enqueue(
-            call, chat_id=chat_id, priority=priority, key=key, fallback=fallback
+            call, method=method, chat_id=chat_id, priority=priority, key=key, fallback=fallback
         )
 
     def enqueue(
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,
         fallback: Call | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a Bot API call; the future resolves with its result.
+        """Queue a Bot API call (``method`` names it); the future resolves with its result.
 
         With a ``key``, a call still queued under the same key is replaced in place (its waiters
         get the newer call's outcome), so only the latest edit of a message is ever sent. If the
@@ -233,7 +241,7 @@ class Outbox:
             if priority < queued.priority:  # e.g. a progress message's closing summary
                 queued.priority, queued.seq = priority, next(self._seq)
         else:
-            job = _Job(priority, next(self._seq), chat_id, key, call, fallback, [future])
+            job = _Job(priority, next(self._seq), chat_id, method, key, call, fallback, [future])
             self._jobs.append(job)
             if priority == Priority.PROGRESS:
                 self._note_streams()
@@ -252,6 +260,9 @@ class Outbox:
 
     def pending(self) -> int:
         return len(self._jobs)
+
+    def _depth_of(self, priority: Priority) -> Callable[[], int]:
+        return lambda: sum(1 for job in self._jobs if job.priority == priority)
 
     def budget_used(self, chat_id: int) -> int:
         """Calls made to ``chat_id`` in the last rolling minute."""
@@ -422,6 +433,7 @@ class Outbox:
         now = self.clock.now()
         self.stats.calls += 1
         self.stats.by_priority[job.priority] += 1
+        self._metrics.bot_api_call(job.method)
         self._second.append(now)
         if job.chat_id is not None:
             self._last_sent[job.chat_id] = now
@@ -437,6 +449,7 @@ class Outbox:
 
     def _on_retry_after(self, job: _Job, seconds: float) -> None:
         self.stats.retry_after += 1
+        self._metrics.bot_api_retry_after(job.method)
         log.warning(
             "Telegram asked to wait %.0f s (chat %s); the call will be retried",
             seconds,

@@ -34,6 +34,7 @@ from oc_outpost.core.chat import (
     TopicGone,
 )
 from oc_outpost.core.turn import TurnSnapshot
+from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
 from oc_outpost.telegram.outbox import Outbox, Priority
@@ -113,6 +114,7 @@ class TelegramChat:
         progress_log: ProgressLog,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._outbox = outbox
         self._chat_id = chat_id
@@ -120,6 +122,7 @@ class TelegramChat:
         self._progress_log = progress_log  # remembers progress messages across restarts
         self._tasks: set[asyncio.Task[None]] = set()
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._progress: dict[int, _Progress] = {}  # by turn id
 
     # --- topics and notices ---------------------------------------------------------------
@@ -127,6 +130,7 @@ class TelegramChat:
     async def create_topic(self, name: str) -> int:
         topic = await self._outbox.submit(
             lambda bot: bot.create_forum_topic(self._chat_id, name[:TOPIC_NAME_LIMIT]),
+            method="createForumTopic",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
@@ -136,6 +140,7 @@ class TelegramChat:
         try:
             await self._outbox.submit(
                 lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
+                method="deleteForumTopic",
                 chat_id=self._chat_id,
                 priority=Priority.INTERACTIVE,
             )
@@ -152,6 +157,7 @@ class TelegramChat:
                 lambda bot: bot.send_chat_action(
                     self._chat_id, ChatAction.TYPING, message_thread_id=topic_id
                 ),
+                method="sendChatAction",
                 chat_id=self._chat_id,
                 priority=Priority.INTERACTIVE,
             )
@@ -160,22 +166,29 @@ class TelegramChat:
         return True
 
     async def close_topic(self, topic_id: int) -> None:
-        await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
+        await self._topic_call(
+            topic_id, "closeForumTopic", lambda bot: bot.close_forum_topic(self._chat_id, topic_id)
+        )
 
     async def reopen_topic(self, topic_id: int) -> None:
         await self._topic_call(
-            topic_id, lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id)
+            topic_id,
+            "reopenForumTopic",
+            lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id),
         )
 
     async def rename_topic(self, topic_id: int, name: str) -> None:
         await self._topic_call(
             topic_id,
+            "editForumTopic",
             lambda bot: bot.edit_forum_topic(self._chat_id, topic_id, name=name[:TOPIC_NAME_LIMIT]),
         )
 
-    async def _topic_call(self, topic_id: int, call: Callable[[Bot], Any]) -> None:
+    async def _topic_call(self, topic_id: int, method: str, call: Callable[[Bot], Any]) -> None:
         try:
-            await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
+            await self._outbox.submit(
+                call, method=method, chat_id=self._chat_id, priority=Priority.INTERACTIVE
+            )
         except BadRequest as exc:
             if _topic_gone(exc):
                 self._report_gone(topic_id)
@@ -221,6 +234,7 @@ class TelegramChat:
         try:
             message: Message = await self._outbox.submit(
                 self._send_call(topic_id, part, markup),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=priority,
                 fallback=self._send_call(topic_id, Formatted(part.text), markup),
@@ -258,6 +272,7 @@ class TelegramChat:
         markup = InlineKeyboardMarkup(rows) if rows else None
         await self._outbox.submit(
             self._edit_call(message_id, part, markup),
+            method="editMessageText",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
             key=("edit", message_id),
@@ -274,6 +289,7 @@ class TelegramChat:
         elif progress.sending is None:
             progress.sending = self._outbox.enqueue(
                 self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=Priority.PROGRESS,
                 key=("progress-send", turn.turn_id),
@@ -325,6 +341,7 @@ class TelegramChat:
         text = progress.latest
         future = self._outbox.enqueue(
             self._edit_call(progress.message_id, Formatted(text), markup),
+            method="editMessageText",
             chat_id=self._chat_id,
             # the closing summary is part of the final answer, not paced like live progress
             priority=Priority.FINAL if final else Priority.PROGRESS,
@@ -343,6 +360,7 @@ class TelegramChat:
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
         for part in final_parts(turn):
             await self._send_part(topic_id, part, Priority.FINAL)
+        self._metrics.final_delivered()
         progress = self._progress.pop(turn.turn_id, None)
         if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
             return
@@ -397,6 +415,7 @@ class TelegramChat:
         try:
             await self._outbox.submit(
                 lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
+                method="answerCallbackQuery",
                 chat_id=None,
                 priority=Priority.INTERACTIVE,
             )
