@@ -130,7 +130,13 @@ async def test_topic_db_is_created_with_tables_and_indexes(
     topic_db: Database, topic_db_path: Path
 ) -> None:
     assert await asyncio.to_thread(topic_db_path.is_file)
-    assert await names(topic_db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+    assert await names(topic_db, "table") == {
+        "topic_mappings",
+        "pending_requests",
+        "bot_state",
+        "buttons",
+        "button_presses",
+    }
     assert {
         "idx_topic_mappings_chat_id",
         "idx_topic_mappings_session_id",
