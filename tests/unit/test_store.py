@@ -171,7 +171,8 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
             assert await db.pragma("user_version") == len(TOPIC_MIGRATIONS)
             assert len(await TopicStore(db).by_chat(CHAT)) == 1
             assert await BotStateStore(db).get_update_offset() == 42
-            assert await names(db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+            tables = {"topic_mappings", "pending_requests", "bot_state", "buttons", "button_presses"}
+            assert await names(db, "table") == tables
 
 
 async def test_new_migration_is_applied_on_reopen(tmp_path: Path) -> None:
