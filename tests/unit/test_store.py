@@ -171,7 +171,13 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
             assert await db.pragma("user_version") == len(TOPIC_MIGRATIONS)
             assert len(await TopicStore(db).by_chat(CHAT)) == 1
             assert await BotStateStore(db).get_update_offset() == 42
-            tables = {"topic_mappings", "pending_requests", "bot_state", "buttons", "button_presses"}
+            tables = {
+                "topic_mappings",
+                "pending_requests",
+                "bot_state",
+                "buttons",
+                "button_presses",
+            }
             assert await names(db, "table") == tables
 
 

@@ -99,7 +99,10 @@ def test_files_become_data_url_parts_after_the_caption_and_their_names() -> None
         TextInput(text="look\n\n[Attached: a.txt]"),
         FileInput(mime="text/plain", url="data:text/plain;base64,aGk=", filename="a.txt"),
     ]
-    album = (Attachment("photo.jpg", "image/jpeg", b""), Attachment("b.pdf", "application/pdf", b""))
+    album = (
+        Attachment("photo.jpg", "image/jpeg", b""),
+        Attachment("b.pdf", "application/pdf", b""),
+    )
     assert prompt_parts("", album)[0] == TextInput(text="[Attached: photo.jpg, b.pdf]")
     assert [type(p) for p in prompt_parts("", album)] == [TextInput, FileInput, FileInput]
     assert prompt_parts("just text", ()) == [TextInput(text="just text")]

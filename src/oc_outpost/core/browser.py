@@ -100,7 +100,7 @@ class FileBrowser:
         row = await self._buttons.get(token)
         if row is None or row.kind != BROWSE or row.topic_id != binding.topic_id:
             raise NotFound(OUT_OF_DATE)
-        if not await self._buttons.claim_press(press_id):
+        if not await self._buttons.claim_press(press_id, f"{token}:{action}"):
             return  # Telegram delivered this press before: it was handled then
         view = _View.from_payload(row.payload)
         client = await self._files.client(binding)

@@ -89,7 +89,7 @@ class Diffs:
         row = await self._buttons.get(token)
         if row is None or row.kind != TURN_DIFF or row.topic_id != binding.topic_id:
             raise NotFound("This Diff button is out of date; /diff shows the current changes.")
-        if not await self._buttons.claim_press(press_id):
+        if not await self._buttons.claim_press(press_id, token):
             return  # a press Telegram delivered twice
         session_id = str(row.payload["session_id"])
         message_ids = [str(m) for m in row.payload["messages"]]

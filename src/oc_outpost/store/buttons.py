@@ -1,8 +1,9 @@
 """What the file and diff buttons point at (topics database).
 
 A button carries only a short token; the directory view or turn it stands for lives here, so a
-press after a bot restart still works. Presses are remembered by their callback query id, so a
-press Telegram delivers twice (the bot stopped before confirming the update) acts once. Rows
+press after a bot restart still works. Presses are remembered by their callback query id and their
+button, so a press Telegram delivers twice (the bot stopped before confirming the update) or a
+quick double tap acts once; the same button pressed again later acts again (send the file again). Rows
 older than ``ttl_s`` are pruned when new ones are written.
 """
 
@@ -18,6 +19,7 @@ from oc_outpost.store.errors import StoreError
 from oc_outpost.store.pending import new_token
 
 DEFAULT_TTL_S: Final = 30 * 24 * 3600
+REPEAT_WINDOW_S: Final = 10
 _CREATE_ATTEMPTS: Final = 5
 
 
@@ -63,12 +65,20 @@ class ButtonStore:
             raise StoreError(f"button {token!r}: payload is not a JSON object")
         return ButtonRow(row["token"], row["kind"], row["topic_id"], payload, row["created_at"])
 
-    async def claim_press(self, query_id: str) -> bool:
-        """True the first time a callback query id is seen, False for a replayed press."""
+    async def claim_press(self, query_id: str, key: str) -> bool:
+        """True for a press to act on. False for a press Telegram delivered before (same
+        callback query id) or the same button (``key``) pressed again within
+        ``REPEAT_WINDOW_S`` (a double tap, or a replay with a new id): that is done already."""
+        now = self._now()
         changed = await self._db.execute(
-            "INSERT INTO button_presses (query_id, created_at) VALUES (?, ?) "
-            "ON CONFLICT (query_id) DO NOTHING",
-            (query_id, self._now()),
+            """
+            INSERT INTO button_presses (query_id, press_key, created_at)
+            SELECT ?, ?, ? WHERE NOT EXISTS (
+                SELECT 1 FROM button_presses WHERE press_key = ? AND created_at > ?
+            )
+            ON CONFLICT (query_id) DO NOTHING
+            """,
+            (query_id, key, now, key, now - REPEAT_WINDOW_S),
         )
         return changed == 1
 

@@ -84,8 +84,10 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
 
     CREATE TABLE button_presses (
         query_id   TEXT PRIMARY KEY NOT NULL,
+        press_key  TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );
+    CREATE INDEX idx_button_presses_key ON button_presses(press_key, created_at);
     CREATE INDEX idx_button_presses_created_at ON button_presses(created_at);
     """,
 )
