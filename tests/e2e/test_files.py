@@ -5,9 +5,11 @@ changes, images the agent wrote arrive as photos, voice notes become prompts."""
 from __future__ import annotations
 
 import base64
+import io
 import os
 import struct
 import subprocess
+import zipfile
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,8 +80,16 @@ async def uploaded(fake: FakeTelegram, method: str, topic: int, *, after: int = 
     return fake.message(int(first["message_id"]))
 
 
-async def allow_permission(bot: RunningBot, topic: int, what: str) -> None:
-    ask = await bot.wait_message(topic, f"permission: {what}")
+async def allow_permission(bot: RunningBot, topic: int, what: str, *, after: int = 0) -> None:
+    """Press Allow once on the `after`-th (from 0) permission request for `what`."""
+    asks = await bot.fake.wait_for(
+        lambda: [
+            m for m in bot.fake.bot_messages(topic) if f"permission: {what}" in (m.text or "")
+        ][after:],
+        timeout=30,
+        what=f"permission request {after} for {what}",
+    )
+    ask = asks[0]
     await bot.fake.click(ask.message_id, label="✅ Allow once", user_id=ALLOWED_USER_ID)
 
 
@@ -108,6 +118,11 @@ async def test_ls_browses_folders_first_and_a_tap_sends_the_file_even_after_a_re
     document = await uploaded(bot.fake, "sendDocument", topic)
     assert bot.fake.file_bytes(document) == data
     assert document.caption == "sub/data.bin"
+    await bot.fake.click(listing.message_id, label="📦 Zip")
+    archive = await uploaded(bot.fake, "sendDocument", topic, after=1)
+    with zipfile.ZipFile(io.BytesIO(bot.fake.file_bytes(archive))) as unpacked:
+        assert unpacked.read("data.bin") == data
+    assert archive.media is not None and archive.media["document"]["file_name"] == "sub.zip"
 
     await bot.fake.click(listing.message_id, label="‹ Back")
     await bot.fake.wait_for(lambda: "🖼 pic.png" in buttons_of(listing), what="back at the top")
@@ -117,7 +132,7 @@ async def test_ls_browses_folders_first_and_a_tap_sends_the_file_even_after_a_re
 
     # a text file arrives byte for byte (OpenCode's /file/content would have trimmed it)
     await bot.fake.click(listing.message_id, label="📄 notes.txt")
-    text_file = await uploaded(bot.fake, "sendDocument", topic, after=1)
+    text_file = await uploaded(bot.fake, "sendDocument", topic, after=2)
     assert bot.fake.file_bytes(text_file) == b"  spaced text \n\n"
 
     await bot.say("/ls -a", topic)
@@ -214,6 +229,27 @@ async def test_an_image_the_agent_writes_arrives_as_a_photo_after_the_answer(
     assert photo.caption == "shot.png"
     final = next(m for m in bot.fake.bot_messages(topic) if "Tool finished" in (m.text or ""))
     assert final.message_id < photo.message_id  # after the answer
+
+    # several images: one album (sendMediaGroup), each photo named
+    first, second = png_bytes(5, 5), png_bytes(6, 6)
+    both = " && ".join(
+        f"echo {base64.b64encode(image).decode()} | base64 -d > {name}"
+        for image, name in ((first, "one.png"), (second, "two.png"))
+    )
+    llm.when("ALBUM", ToolCall("bash", {"command": both, "description": "draw two"}))
+    await bot.say("make an ALBUM", topic)
+    await allow_permission(bot, topic, "bash", after=1)
+    album = await bot.fake.wait_for(
+        lambda: next((c for c in bot.fake.calls("sendMediaGroup") if c.ok), None),
+        timeout=30,
+        what="an album",
+    )
+    photos = [bot.fake.message(int(m["message_id"])) for m in album.result]
+    assert {p.caption: bot.fake.file_bytes(p) for p in photos} == {
+        "one.png": first,
+        "two.png": second,
+    }
+    assert len({p.media_group_id for p in photos}) == 1
 
 
 @pytest.fixture
