@@ -84,7 +84,7 @@ class SttClient:
                 )
         except httpx.TimeoutException:
             raise SttError(
-                f"the speech-to-text service did not answer within {config.timeout_s:.0f} s"
+                f"the speech-to-text service did not answer within {config.timeout_s:g} s"
             ) from None
         except httpx.HTTPError as exc:
             raise SttError(
