@@ -116,11 +116,18 @@ class ChatPorts(ChatPort, FilePort, Protocol):
     """The chat layer as core uses it: messages and topics, and files."""
 
 
-def transcriber(s: Settings) -> SttClient | None:
+def stt_config(s: Settings) -> SttConfig | None:
+    """The transcription service the settings name (None: voice notes are declined). With it,
+    `oc_outpost.stt.stt_reachable(config)` tells whether the service answers."""
     if s.stt_url is None:
         return None
     key = s.stt_api_key.get_secret_value() if s.stt_api_key is not None else None
-    return SttClient(SttConfig(s.stt_url, key, s.stt_model))
+    return SttConfig(s.stt_url, key, s.stt_model)
+
+
+def transcriber(s: Settings) -> SttClient | None:
+    config = stt_config(s)
+    return SttClient(config) if config is not None else None
 
 
 class OutpostApp:

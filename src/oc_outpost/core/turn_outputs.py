@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RECENT_MESSAGES = 100  # a turn's messages are the newest ones
 MAX_IMAGES = 10  # one album
+MAX_IMAGE_BYTES = 30 * 1024 * 1024  # all images of a turn together (they wait in memory)
 WRITING_TOOLS = frozenset({"write", "edit", "multiedit"})
 
 
@@ -164,8 +165,14 @@ class TurnOutputs:
                 image = await self._read(topic_id, client, found.path)
             else:
                 image = OutFile(found.name, found.mime, found.data)
-            if image is not None and len(image.data) <= MAX_PHOTO_BYTES:
-                images.setdefault(hashlib.sha256(image.data).hexdigest(), image)
+            if image is None or len(image.data) > MAX_PHOTO_BYTES:
+                continue
+            if sum(len(i.data) for i in images.values()) + len(image.data) > MAX_IMAGE_BYTES:
+                log.info(
+                    "the images of the turn exceed %d bytes; the rest are not sent", MAX_IMAGE_BYTES
+                )
+                break
+            images.setdefault(hashlib.sha256(image.data).hexdigest(), image)
         return tuple(images.values())
 
     async def _read(self, topic_id: int, client: OpenCodeClient, path: str) -> OutFile | None:

@@ -3,8 +3,8 @@
 A button carries only a short token; the directory view or turn it stands for lives here, so a
 press after a bot restart still works. Presses are remembered by their callback query id and their
 button, so a press Telegram delivers twice (the bot stopped before confirming the update) or a
-quick double tap acts once; the same button pressed again later acts again (send the file again). Rows
-older than ``ttl_s`` are pruned when new ones are written.
+quick double tap acts once; the same button pressed again later acts again (the file is sent
+again). Rows older than ``ttl_s`` are pruned when new ones are written.
 """
 
 from __future__ import annotations

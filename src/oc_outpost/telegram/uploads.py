@@ -59,18 +59,29 @@ class Uploads:
     async def send_images(
         self, topic_id: int, images: Sequence[OutFile], *, priority: Priority
     ) -> None:
-        """The images as photos: one alone, several as albums of up to ten."""
+        """The images as photos: one alone, several as albums of up to ten. An image Telegram
+        refuses even as a document is left out, and the topic is told how many were."""
+        refused: list[str] = []
         for start in range(0, len(images), ALBUM_SIZE):
             chunk = list(images[start : start + ALBUM_SIZE])
-            if len(chunk) == 1:
-                await self.send_file(topic_id, chunk[0], chunk[0].name, priority=priority)
-                continue
-            try:
-                await self._submit(self._album_call(topic_id, chunk), priority, topic_id)
-            except BadRequest as exc:
-                log.info("Telegram refused an album (%s); sending its files one by one", exc)
-                for image in chunk:
+            if len(chunk) > 1:
+                try:
+                    await self._submit(self._album_call(topic_id, chunk), priority, topic_id)
+                    continue
+                except BadRequest as exc:
+                    log.info("Telegram refused an album (%s); sending its files one by one", exc)
+            for image in chunk:
+                try:
                     await self.send_file(topic_id, image, image.name, priority=priority)
+                except BadRequest as exc:
+                    log.warning("image %s not sent: %s", image.name, exc.message)
+                    refused.append(f"{image.name} ({exc.message})")
+        if refused:
+            note = f"⚠️ Telegram refused {len(refused)} image(s): " + "; ".join(refused)
+            await self._submit(self._note_call(topic_id, note[:4000]), priority, topic_id)
+
+    def _note_call(self, topic_id: int, text: str) -> Callable[[Bot], Any]:
+        return lambda bot: bot.send_message(self._chat_id, text, message_thread_id=topic_id)
 
     async def _submit(
         self, call: Callable[[Bot], Any], priority: Priority, topic_id: int | None
