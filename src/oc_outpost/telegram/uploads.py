@@ -46,13 +46,15 @@ class Uploads:
         if file.is_photo:
             try:
                 photo: Message = await self._submit(
-                    self._photo_call(topic_id, file, caption, markup), priority, topic_id
+                    self._upload_call(topic_id, file, caption, markup, photo=True),
+                    priority,
+                    topic_id,
                 )
                 return photo
             except BadRequest as exc:
                 log.info("Telegram refused %s as a photo (%s); sending a document", file.name, exc)
         document: Message = await self._submit(
-            self._document_call(topic_id, file, caption, markup), priority, topic_id
+            self._upload_call(topic_id, file, caption, markup, photo=False), priority, topic_id
         )
         return document
 
@@ -92,39 +94,26 @@ class Uploads:
             self._on_gone(topic_id)
             raise
 
-    def _photo_call(
+    def _upload_call(
         self,
         topic_id: int | None,
         file: OutFile,
         caption: str,
         markup: InlineKeyboardMarkup | None,
+        *,
+        photo: bool,
     ) -> Callable[[Bot], Any]:
-        return lambda bot: bot.send_photo(
-            self._chat_id,
-            file.data,
-            caption=_caption(caption),
-            message_thread_id=topic_id,
-            reply_markup=markup,
-            filename=file.name,
-            write_timeout=UPLOAD_WRITE_TIMEOUT_S,
-        )
-
-    def _document_call(
-        self,
-        topic_id: int | None,
-        file: OutFile,
-        caption: str,
-        markup: InlineKeyboardMarkup | None,
-    ) -> Callable[[Bot], Any]:
+        common: dict[str, Any] = {
+            "caption": _caption(caption),
+            "message_thread_id": topic_id,
+            "reply_markup": markup,
+            "filename": file.name,
+            "write_timeout": UPLOAD_WRITE_TIMEOUT_S,
+        }
+        if photo:
+            return lambda bot: bot.send_photo(self._chat_id, file.data, **common)
         return lambda bot: bot.send_document(
-            self._chat_id,
-            file.data,
-            caption=_caption(caption),
-            message_thread_id=topic_id,
-            reply_markup=markup,
-            filename=file.name,
-            disable_content_type_detection=True,
-            write_timeout=UPLOAD_WRITE_TIMEOUT_S,
+            self._chat_id, file.data, disable_content_type_detection=True, **common
         )
 
     def _album_call(self, topic_id: int, images: Sequence[OutFile]) -> Callable[[Bot], Any]:
