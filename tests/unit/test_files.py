@@ -207,7 +207,8 @@ async def test_browser_pages_presses_and_replays(db: Database, tmp_path: Path) -
     tree = {"": [ListingEntry(".git", True), ListingEntry("sub", True), *names], "sub": []}
     files = FakeFiles(tree, {"f00.txt": b"zero"})
     port = FakePort()
-    browser = FileBrowser(files, ButtonStore(db), port, chat=None)  # type: ignore[arg-type]
+    clock = Clock()
+    browser = FileBrowser(files, ButtonStore(db, now=clock), port, chat=None)  # type: ignore[arg-type]
     bound = binding(project)
 
     await browser.open(bound, "")
@@ -228,6 +229,13 @@ async def test_browser_pages_presses_and_replays(db: Database, tmp_path: Path) -
         await browser.press(bound, "nope", "e1", "q5", 55)
     with pytest.raises(NotFound, match="out of date"):
         await browser.press(bound, first.token, "e99", "q6", 55)
+    clock.now += 11  # later, the same button again
+    del files.contents["f00.txt"]
+    with pytest.raises(KeyError):  # the read fails ...
+        await browser.press(bound, first.token, "e1", "q7", 55)
+    files.contents["f00.txt"] = b"back"
+    await browser.press(bound, first.token, "e1", "q8", 55)  # ... so pressing again works
+    assert port.files[-1][1].data == b"back"
 
     await browser.open(bound, "-a")
     assert port.pages[-1][0].entries[0].name == ".git"

@@ -101,10 +101,16 @@ class FileBrowser:
         if row is None or row.kind != BROWSE or row.topic_id != binding.topic_id:
             raise NotFound(OUT_OF_DATE)
         if not await self._buttons.claim_press(press_id, f"{token}:{action}"):
-            return  # Telegram delivered this press before: it was handled then
-        view = _View.from_payload(row.payload)
-        client = await self._files.client(binding)
+            return  # delivered before, or a double tap: handled then
+        try:
+            await self._act(binding, _View.from_payload(row.payload), action, message_id)
+        except BaseException:
+            await self._buttons.release_press(press_id)  # pressing again must work
+            raise
+
+    async def _act(self, binding: TopicBinding, view: _View, action: str, message_id: int) -> None:
         target = self._target(view, action)
+        client = await self._files.client(binding)
         if isinstance(target, _Send):
             await self._send(binding, client, target.path, is_dir=target.is_dir, hidden=view.hidden)
             return

@@ -8,8 +8,9 @@ need the project to be a git repository.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from oc_outpost.core.chat import ChatPort
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
@@ -90,9 +91,16 @@ class Diffs:
         if row is None or row.kind != TURN_DIFF or row.topic_id != binding.topic_id:
             raise NotFound("This Diff button is out of date; /diff shows the current changes.")
         if not await self._buttons.claim_press(press_id, token):
-            return  # a press Telegram delivered twice
-        session_id = str(row.payload["session_id"])
-        message_ids = [str(m) for m in row.payload["messages"]]
+            return  # delivered before, or a double tap: handled then
+        try:
+            await self._send_turn(binding, row.payload)
+        except BaseException:
+            await self._buttons.release_press(press_id)  # pressing again must work
+            raise
+
+    async def _send_turn(self, binding: TopicBinding, payload: Mapping[str, Any]) -> None:
+        session_id = str(payload["session_id"])
+        message_ids = [str(m) for m in payload["messages"]]
         client = await self._files.client(binding)
         try:
             diffs = await turn_changes(client, session_id, message_ids)

@@ -82,6 +82,10 @@ class ButtonStore:
         )
         return changed == 1
 
+    async def release_press(self, query_id: str) -> None:
+        """Forget a press whose work failed, so pressing the button again is not ignored."""
+        await self._db.execute("DELETE FROM button_presses WHERE query_id = ?", (query_id,))
+
     async def _prune(self) -> None:
         horizon = self._now() - self._ttl_s
         await self._db.execute("DELETE FROM buttons WHERE created_at < ?", (horizon,))
