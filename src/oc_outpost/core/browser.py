@@ -100,13 +100,9 @@ class FileBrowser:
         row = await self._buttons.get(token)
         if row is None or row.kind != BROWSE or row.topic_id != binding.topic_id:
             raise NotFound(OUT_OF_DATE)
-        if not await self._buttons.claim_press(press_id, f"{token}:{action}"):
-            return  # delivered before, or a double tap: handled then
-        try:
-            await self._act(binding, _View.from_payload(row.payload), action, message_id)
-        except BaseException:
-            await self._buttons.release_press(press_id)  # pressing again must work
-            raise
+        async with self._buttons.pressed(press_id, f"{token}:{action}") as fresh:
+            if fresh:  # not delivered before, not a double tap
+                await self._act(binding, _View.from_payload(row.payload), action, message_id)
 
     async def _act(self, binding: TopicBinding, view: _View, action: str, message_id: int) -> None:
         target = self._target(view, action)

@@ -90,13 +90,9 @@ class Diffs:
         row = await self._buttons.get(token)
         if row is None or row.kind != TURN_DIFF or row.topic_id != binding.topic_id:
             raise NotFound("This Diff button is out of date; /diff shows the current changes.")
-        if not await self._buttons.claim_press(press_id, token):
-            return  # delivered before, or a double tap: handled then
-        try:
-            await self._send_turn(binding, row.payload)
-        except BaseException:
-            await self._buttons.release_press(press_id)  # pressing again must work
-            raise
+        async with self._buttons.pressed(press_id, token) as fresh:
+            if fresh:  # not delivered before, not a double tap
+                await self._send_turn(binding, row.payload)
 
     async def _send_turn(self, binding: TopicBinding, payload: Mapping[str, Any]) -> None:
         session_id = str(payload["session_id"])

@@ -10,7 +10,8 @@ again). Rows older than ``ttl_s`` are pruned when new ones are written.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -81,6 +82,18 @@ class ButtonStore:
             (query_id, key, now, key, now - REPEAT_WINDOW_S),
         )
         return changed == 1
+
+    @asynccontextmanager
+    async def pressed(self, query_id: str, key: str) -> AsyncIterator[bool]:
+        """``claim_press`` for the block's work; a press whose work fails is released, so
+        pressing the button again is not ignored."""
+        fresh = await self.claim_press(query_id, key)
+        try:
+            yield fresh
+        except BaseException:
+            if fresh:
+                await self.release_press(query_id)
+            raise
 
     async def release_press(self, query_id: str) -> None:
         """Forget a press whose work failed, so pressing the button again is not ignored."""
