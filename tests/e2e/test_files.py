@@ -319,3 +319,37 @@ async def test_a_voice_note_is_transcribed_echoed_and_sent_as_the_prompt(
         lambda: "[Attached: notes.txt]" in user_texts(llm), timeout=30, what="file names"
     )
     assert "check this" in user_texts(llm)
+
+
+@pytest.fixture
+async def shared_bot(
+    fake_telegram: FakeTelegram, opencode_bin: Path, opencode_env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[RunningBot]:
+    settings = bot_settings(fake_telegram, opencode_bin, tmp_path, OPENCODE_SHARED_SERVER="true")
+    running = RunningBot(fake_telegram, settings)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.shutdown()
+
+
+async def test_one_shared_server_reads_each_topics_own_project(shared_bot: RunningBot) -> None:
+    bot = shared_bot
+    for name in ("alpha", "beta"):
+        (bot.projects / name).mkdir()
+        (bot.projects / name / "same.txt").write_text(f"I am {name}\n")
+    (bot.projects / "beta" / "only-beta.txt").write_text("b")
+    alpha = await bot.new_topic("alpha")
+    beta = await bot.new_topic("beta")
+
+    await bot.say("/get same.txt", beta)
+    from_beta = await uploaded(bot.fake, "sendDocument", beta)
+    assert bot.fake.file_bytes(from_beta) == b"I am beta\n"
+    await bot.say("/get same.txt", alpha)
+    from_alpha = await uploaded(bot.fake, "sendDocument", alpha)
+    assert bot.fake.file_bytes(from_alpha) == b"I am alpha\n"
+
+    await bot.say("/ls", alpha)
+    listing = await bot.wait_message(alpha, "📂 alpha/")
+    assert buttons_of(listing) == ["📄 same.txt", "📦 Zip"]
