@@ -7,7 +7,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
@@ -17,17 +17,23 @@ from oc_outpost.api_key import api_key_file, resolve_api_key
 from oc_outpost.config import Settings
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.controller import Controller, ControllerConfig
+from oc_outpost.core.diffs import Diffs
+from oc_outpost.core.file_port import FilePort
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
+from oc_outpost.core.project_files import ProjectFiles
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.core.unlinking import Unlinker
+from oc_outpost.core.voice import VoicePrompts
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import InstanceKind, InstanceState
 from oc_outpost.opencode.version import (
@@ -43,12 +49,14 @@ from oc_outpost.servers.registry import ServerRegistry
 from oc_outpost.servers.streams import EventStreams
 from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
+from oc_outpost.store.buttons import ButtonStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.store.update_inbox import UpdateInbox
+from oc_outpost.stt import SttClient, SttConfig
 from oc_outpost.telegram.coalesce import CoalesceConfig
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
@@ -110,6 +118,24 @@ async def api_config(settings: Settings) -> ApiConfig:
         api_host=settings.api_host,
         allowed_server_hosts=frozenset(settings.api_allowed_server_hosts),
     )
+
+
+class ChatPorts(ChatPort, FilePort, Protocol):
+    """The chat layer as core uses it: messages and topics, and files."""
+
+
+def stt_config(s: Settings) -> SttConfig | None:
+    """The transcription service the settings name (None: voice notes are declined). With it,
+    `oc_outpost.stt.stt_reachable(config)` tells whether the service answers."""
+    if s.stt_url is None:
+        return None
+    key = s.stt_api_key.get_secret_value() if s.stt_api_key is not None else None
+    return SttConfig(s.stt_url, key, s.stt_model)
+
+
+def transcriber(s: Settings) -> SttClient | None:
+    config = stt_config(s)
+    return SttClient(config) if config is not None else None
 
 
 class OutpostApp:
@@ -247,7 +273,7 @@ class Core:
 def build_core(
     s: Settings,
     options: RunOptions,
-    chat: ChatPort,
+    chat: ChatPorts,
     gone_topics: GoneTopics,
     journal: TurnJournal,
     orchestrator_db: Database,
@@ -260,7 +286,10 @@ def build_core(
 
     # core's side of the OpenCode events: built first, the servers report to it
     bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-    tracker = TurnTracker(chat, bindings, journal, metrics=metrics)
+    buttons = ButtonStore(topic_db)
+    tracker = TurnTracker(
+        chat, bindings, journal, metrics=metrics, outputs=TurnOutputs(buttons, bindings)
+    )
     approvals = Approvals(chat, PendingStore(topic_db))
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
@@ -281,6 +310,7 @@ def build_core(
     # core's front door
     linker = Linker(registry, bindings, chat)
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
+    files = ProjectFiles(registry, chat)
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
@@ -307,6 +337,9 @@ def build_core(
             journal=journal,
         ),
         gone_topics=gone_topics,
+        browser=FileBrowser(files, buttons, chat, chat),
+        diffs=Diffs(files, buttons, chat, chat),
+        voice=VoicePrompts(transcriber(s), files),
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

@@ -57,8 +57,11 @@ _RULES: Final[Mapping[str, str]] = {
     "api_allowed_server_hosts": "a comma-separated list of host names or IP addresses",
     "log_format": "text or json",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    "stt_url": "an http:// or https:// URL",
+    "stt_api_key": "a non-blank secret",
+    "stt_model": "a non-empty model name",
 }
-_SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key"})
+_SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key", "stt_api_key"})
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS: Final = frozenset({"true", "1"})
 _FALSE_WORDS: Final = frozenset({"false", "0"})
@@ -194,6 +197,10 @@ class Settings(BaseSettings):
     api_allowed_server_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    # Speech to text for voice notes (OpenAI-compatible; unset: voice notes are declined).
+    stt_url: str | None = None
+    stt_api_key: SecretStr | None = None
+    stt_model: str = "whisper-1"
 
     @classmethod
     def settings_customise_sources(
@@ -225,7 +232,7 @@ class Settings(BaseSettings):
     def _host_list(cls, value: object) -> object:
         return _parse_host_list(value)
 
-    @field_validator("telegram_bot_token", "api_key", mode="before")
+    @field_validator("telegram_bot_token", "api_key", "stt_api_key", mode="before")
     @classmethod
     def _non_blank_secret(cls, value: object) -> object:
         if isinstance(value, str):
@@ -254,6 +261,11 @@ class Settings(BaseSettings):
             raise ValueError("not a log level")
         return level
 
+    @field_validator("stt_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else cls._http_url(value)
+
     @field_validator("telegram_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -263,7 +275,7 @@ class Settings(BaseSettings):
             raise ValueError("not an http(s) URL")
         return url
 
-    @field_validator("opencode_path", "api_host")
+    @field_validator("opencode_path", "api_host", "stt_model")
     @classmethod
     def _non_blank(cls, value: str) -> str:
         if not value.strip():

@@ -55,6 +55,7 @@ MAX_COMMANDS: Final = 100
 MAX_UPLOAD_BYTES: Final = 50 * 1024 * 1024
 MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
 MAX_DOWNLOAD_BYTES: Final = 20 * 1024 * 1024
+MEDIA_GROUP_SIZES: Final = range(2, 11)  # an album holds 2-10 media
 TOPIC_ICON_COLORS: Final = frozenset({0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F})
 DEFAULT_ICON_COLOR: Final = 0x6FB9F0
 COMMAND_NAME_RE: Final = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -118,6 +119,9 @@ WRONG_ACTION: Final = "Bad Request: wrong parameter action in request"
 INVALID_FILE_ID: Final = "Bad Request: invalid file_id"
 WRONG_FILE_ID: Final = "Bad Request: wrong file identifier/HTTP URL specified"
 FILE_TOO_BIG: Final = "Bad Request: file is too big"
+MEDIA_GROUP_SIZE_INVALID: Final = "Bad Request: wrong number of media in the group"  # guess
+MEDIA_GROUP_MIXED: Final = "Bad Request: MEDIA_GROUP_INVALID"  # guess (documents with photos)
+MEDIA_TYPE_INVALID: Final = "Bad Request: wrong media type"  # guess
 USER_NOT_FOUND: Final = "Bad Request: user not found"  # guess
 MESSAGE_ID_MISSING: Final = "Bad Request: message identifier is not specified"  # guess
 DRAFT_PEER_INVALID: Final = "Bad Request: TEXTDRAFT_PEER_INVALID"  # guess
@@ -175,6 +179,7 @@ FLOOD_METHODS: Final = frozenset(
         "sendMessage",
         "sendDocument",
         "sendPhoto",
+        "sendMediaGroup",
         "editMessageText",
         "editMessageCaption",
         "editMessageReplyMarkup",
@@ -213,6 +218,7 @@ _JSON_FIELDS: Final = frozenset(
         "reply_parameters",
         "link_preview_options",
         "allowed_updates",
+        "media",
     ]
 )
 _BOOL_FIELDS: Final = frozenset(
@@ -954,6 +960,7 @@ class StoredMessage:
     sender_chat: JsonDict | None = None  # set when sent on behalf of a chat (anonymous admin)
     service: JsonDict | None = None
     media: JsonDict | None = None
+    media_group_id: str | None = None
     deleted: bool = False
     edit_date: int | None = None
     versions: list[str | None] = field(default_factory=list)
@@ -1517,14 +1524,22 @@ class FakeTelegram:
         photo: bytes | None = None,
         document: bytes | tuple[str, bytes] | None = None,
         reply_to_message_id: int | None = None,
+        voice: bytes | None = None,
+        audio: tuple[str, bytes] | None = None,
     ) -> JsonDict:
-        """Queue a ``message`` update from a human; ``chat_id=user_id`` is their private chat."""
-        if text is None and photo is None and document is None:
-            raise ValueError("send_user_message needs text, photo or document")
+        """Queue a ``message`` update from a human; ``chat_id=user_id`` is their private chat.
+
+        ``voice`` is a voice note (OGG/Opus bytes), ``audio`` a music file (name, bytes)."""
+        recordings = {"voice": voice, "audio": audio}
+        if text is None and photo is None and document is None and not any(recordings.values()):
+            raise ValueError("send_user_message needs text, photo, document, voice or audio")
         sender = self.user(user_id, username, first_name)
         chat = self._chat_for_user_message(chat_id, sender)
         message = self._incoming(chat, sender, thread_id, reply_to_message_id)
-        if photo is not None or document is not None:
+        if voice is not None or audio is not None:
+            message.caption = text
+            message.media = self._user_recording(voice, audio)
+        elif photo is not None or document is not None:
             message.caption = text
             message.media = self._user_media(photo, document)
         else:
@@ -1728,6 +1743,27 @@ class FakeTelegram:
         name, data = document if isinstance(document, tuple) else ("file.bin", document or b"")
         stored = self._store_file(data, "documents", name, "application/octet-stream")
         return {"document": self._document_json(stored)}
+
+    def _user_recording(self, voice: bytes | None, audio: tuple[str, bytes] | None) -> JsonDict:
+        if voice is not None:
+            stored = self._store_file(voice, "voice", "voice.oga", "audio/ogg")
+            voice_json = self._document_json(stored) | {"duration": 1}
+            voice_json.pop("file_name")  # a Voice has none
+            return {"voice": voice_json}
+        assert audio is not None
+        name, data = audio
+        stored = self._store_file(data, "music", name, "audio/mpeg")
+        return {"audio": self._document_json(stored) | {"duration": 1}}
+
+    def file_bytes(self, message: StoredMessage) -> bytes:
+        """The bytes of the file a message carries (a photo's largest size, a document, ...)."""
+        media = message.media or {}
+        for kind in ("document", "voice", "audio", "video"):
+            if kind in media:
+                return self.files[media[kind]["file_id"]].data
+        if "photo" in media:
+            return self.files[media["photo"][-1]["file_id"]].data
+        raise LookupError(f"message {message.message_id} carries no file")
 
     # --- HTTP: Bot API --------------------------------------------------------------------------
 
@@ -1960,6 +1996,7 @@ class FakeTelegram:
             "deleteForumTopic": self._delete_forum_topic,
             "sendDocument": self._send_document,
             "sendPhoto": self._send_photo,
+            "sendMediaGroup": self._send_media_group,
             "getFile": self._get_file,
         }
 
@@ -2244,6 +2281,49 @@ class FakeTelegram:
         message.reply_markup, message.media = markup, media
         return self._message_json(message)
 
+    async def _send_media_group(self, p: Params) -> list[JsonDict]:
+        chat = self._chat(p)
+        items = p.get("media")
+        if not isinstance(items, list) or len(items) not in MEDIA_GROUP_SIZES:
+            raise _error(MEDIA_GROUP_SIZE_INVALID)
+        kinds = {item.get("type") if isinstance(item, dict) else None for item in items}
+        if not kinds <= {"photo", "video", "document", "audio"}:
+            raise _error(MEDIA_TYPE_INVALID)
+        if len(kinds) > 1 and kinds & {"document", "audio"}:
+            raise _error(MEDIA_GROUP_MIXED)
+        contents = [self._group_item(p, item) for item in items]
+        thread_id, in_topic, reply_to = self._placement(chat, p)
+        group_id = str(10**17 + next(self._ids))
+        sent = []
+        for media, caption, entities in contents:
+            message = self._store_message(
+                chat, self.bot_user, thread_id, in_topic, reply_to=reply_to
+            )
+            message.caption, message.caption_entities = caption or None, entities
+            message.media, message.media_group_id = media, group_id
+            sent.append(self._message_json(message))
+        return sent
+
+    def _group_item(self, p: Params, item: JsonDict) -> tuple[JsonDict, str, list[JsonDict]]:
+        """(media, caption, caption entities) of one album item; its file is the part named by
+        ``attach://<name>`` or a known file id."""
+        kind = str(item["type"])
+        reference = item.get("media")
+        if isinstance(reference, str) and reference.startswith("attach://"):
+            reference = p.get(reference.removeprefix("attach://"))
+        value = Params({kind: reference})
+        limit = MAX_PHOTO_BYTES if kind == "photo" else MAX_UPLOAD_BYTES
+        stored = self._incoming_file(value, kind, f"{kind}s", limit)
+        caption, entities = self._formatted(
+            Params(item), "caption", "caption_entities", MAX_CAPTION_UTF16, CAPTION_TOO_LONG, None
+        )
+        media = (
+            {"photo": self._photo_sizes(stored)}
+            if kind == "photo"
+            else {kind: self._document_json(stored)}
+        )
+        return media, caption, entities
+
     async def _get_file(self, p: Params) -> JsonDict:
         stored = self.files.get(p.required_str("file_id"))
         if stored is None:
@@ -2492,6 +2572,8 @@ class FakeTelegram:
         }
         body |= {key: value for key, value in optional.items() if value is not None}
         body |= message.media or {}
+        if message.media_group_id is not None:
+            body["media_group_id"] = message.media_group_id
         body |= message.service or {}
         if message.reply_markup and "inline_keyboard" in message.reply_markup:
             body["reply_markup"] = message.reply_markup

@@ -93,15 +93,19 @@ def test_projects_exclude_hidden_files_and_links_out_of_the_base(tmp_path: Path)
     assert list_projects(tmp_path / "missing") == []
 
 
-def test_files_become_data_url_parts_after_the_caption() -> None:
+def test_files_become_data_url_parts_after_the_caption_and_their_names() -> None:
     parts = prompt_parts("look", (Attachment("a.txt", "text/plain", b"hi"),))
     assert parts == [
-        TextInput(text="look"),
+        TextInput(text="look\n\n[Attached: a.txt]"),
         FileInput(mime="text/plain", url="data:text/plain;base64,aGk=", filename="a.txt"),
     ]
-    assert [type(p) for p in prompt_parts("", (Attachment("a.png", "image/png", b""),))] == [
-        FileInput
-    ]
+    album = (
+        Attachment("photo.jpg", "image/jpeg", b""),
+        Attachment("b.pdf", "application/pdf", b""),
+    )
+    assert prompt_parts("", album)[0] == TextInput(text="[Attached: photo.jpg, b.pdf]")
+    assert [type(p) for p in prompt_parts("", album)] == [TextInput, FileInput, FileInput]
+    assert prompt_parts("just text", ()) == [TextInput(text="just text")]
 
 
 def test_generic_binary_files_get_a_better_media_type_when_possible() -> None:

@@ -18,6 +18,7 @@ from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
@@ -47,8 +48,10 @@ class TurnTracker:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        outputs: TurnOutputs | None = None,
     ) -> None:
         self._chat = chat
+        self._outputs = outputs  # images and changes of a finished turn (None: not shown)
         self._bindings = bindings
         self._journal = journal
         self._clock = clock
@@ -238,6 +241,9 @@ class TurnTracker:
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
+        if self._outputs is not None:
+            output = await self._outputs.collect(active.topic_id, active.client, snapshot)
+            snapshot = replace(snapshot, output=output)
         if await self._deliver(active.topic_id, snapshot, streaming=active.streaming):
             await self.namer.after_turn(snapshot.session_id, active.client)
 

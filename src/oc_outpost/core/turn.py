@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from oc_outpost.core.outputs import NO_OUTPUT, TurnOutput
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.wire import MessageWithParts
 
@@ -61,6 +62,7 @@ class TurnSnapshot:
     # The newest user message of earlier turns: OpenCode re-announces a turn's user message
     # after it ended, and message ids ascend, so anything up to this one is not ours.
     earlier_user_message: str | None = None
+    output: TurnOutput = NO_OUTPUT  # images and changes, collected when the turn finished
 
     @property
     def answer(self) -> str:

@@ -11,6 +11,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -22,6 +23,13 @@ from oc_outpost.opencode.errors import (
     http_error,
     mask_secrets,
     transport_error,
+)
+from oc_outpost.opencode.files import (
+    FileDiff,
+    FileNode,
+    FileTooLarge,
+    OutputMessage,
+    VcsInfo,
 )
 from oc_outpost.opencode.wire import (
     FileInput,
@@ -49,6 +57,11 @@ _QUESTIONS = TypeAdapter(list[QuestionRequest])
 _SESSION = TypeAdapter(Session)
 _HEALTH = TypeAdapter(Health)
 _BOOL = TypeAdapter(bool)
+_FILE_NODES = TypeAdapter(list[FileNode])
+_FILE_DIFFS = TypeAdapter(list[FileDiff])
+_PATHS = TypeAdapter(list[str])
+_VCS = TypeAdapter(VcsInfo)
+_OUTPUT_MESSAGES = TypeAdapter(list[OutputMessage])
 
 
 class OpenCodeClient:
@@ -198,6 +211,63 @@ class OpenCodeClient:
         body = await self._request("GET", "/question")
         return self._parse(_QUESTIONS, body, "GET /question")
 
+    # -- files and changes (see opencode/files.py for what each route does) ---------------------
+
+    async def list_files(self, path: str) -> list[FileNode]:
+        """The entries of the directory ``path`` (relative to the project)."""
+        body = await self._request("GET", "/file", params={"path": path or "."})
+        return self._parse(_FILE_NODES, body, "GET /file")
+
+    async def read_file(self, path: str, max_bytes: int) -> bytes:
+        """The exact bytes of the file ``path``; FileTooLarge beyond ``max_bytes``."""
+        context = self.mask("GET /api/fs/read")
+        params = {"location[directory]": self.directory} if self.directory else {}
+        try:
+            async with self._http.stream(
+                "GET", f"/api/fs/read/{quote(path)}", params=params
+            ) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise http_error(
+                        response.status_code,
+                        self.mask(body.decode(errors="replace")),
+                        context=context,
+                    )
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > max_bytes:
+                    raise FileTooLarge(path, declared, max_bytes)
+                return await _read_capped(response, path, max_bytes)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, context) from exc
+
+    async def find_files(self, query: str, limit: int = 10) -> list[str]:
+        params = {"query": query, "limit": str(limit)}
+        body = await self._request("GET", "/find/file", params=params)
+        return self._parse(_PATHS, body, "GET /find/file")
+
+    async def vcs(self) -> VcsInfo:
+        body = await self._request("GET", "/vcs")
+        return self._parse(_VCS, body, "GET /vcs")
+
+    async def vcs_diff(self) -> list[FileDiff]:
+        """The working tree against HEAD (untracked files included)."""
+        body = await self._request("GET", "/vcs/diff", params={"mode": "git"})
+        return self._parse(_FILE_DIFFS, body, "GET /vcs/diff")
+
+    async def session_diff(self, session_id: str, message_id: str) -> list[FileDiff]:
+        """What the turn of the user message ``message_id`` changed."""
+        body = await self._request(
+            "GET", f"/session/{session_id}/diff", params={"messageID": message_id}
+        )
+        return self._parse(_FILE_DIFFS, body, "GET /session/{id}/diff")
+
+    async def output_messages(self, session_id: str, limit: int) -> list[OutputMessage]:
+        """The newest ``limit`` messages, parsed only for the files they produced."""
+        body = await self._request(
+            "GET", f"/session/{session_id}/message", params={"limit": str(limit)}
+        )
+        return self._parse(_OUTPUT_MESSAGES, body, "GET /session/{id}/message")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _request(
@@ -243,6 +313,15 @@ class OpenCodeClient:
                 f"{context}: unexpected response body at {location}: {first['msg']} "
                 f"({exc.error_count()} error(s))"
             ) from exc
+
+
+async def _read_capped(response: httpx.Response, path: str, max_bytes: int) -> bytes:
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data.extend(chunk)
+        if len(data) > max_bytes:
+            raise FileTooLarge(path, len(data), max_bytes)
+    return bytes(data)
 
 
 def _secrets_of(username: str, password: str | None) -> tuple[str, ...]:

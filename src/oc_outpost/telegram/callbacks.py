@@ -3,6 +3,8 @@
 p:<token>:<o|a|r>  permission reply        q:<token>:<i>  question option
 x:<session id>     stop the running turn    l:<key>        link this topic to a project (picker)
 o:<key>            open a project's topic   c:<session id> connect a session to a new topic
+b:<token>:<action> a /ls browser button: e<i> entry, u back, n/p next/previous page, z zip
+d:<token>          a final answer's Diff button
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 MAX_CALLBACK_BYTES = 64
 _KEY = re.compile(r"[0-9a-f]{12}")
 _SESSION = re.compile(r"ses_[A-Za-z0-9]{1,56}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,24}")
+_BROWSE_ACTION = re.compile(r"e[0-9]{1,3}|[unpz]")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,27 @@ class ConnectPress:
     session_id: str
 
 
-Press = PermissionPress | QuestionPress | StopPress | LinkPress | OpenPress | ConnectPress
+@dataclass(frozen=True)
+class BrowsePress:
+    token: str
+    action: str
+
+
+@dataclass(frozen=True)
+class DiffPress:
+    token: str
+
+
+Press = (
+    PermissionPress
+    | QuestionPress
+    | StopPress
+    | LinkPress
+    | OpenPress
+    | ConnectPress
+    | BrowsePress
+    | DiffPress
+)
 
 
 def permission_data(token: str, choice: str) -> str:
@@ -74,6 +98,14 @@ def connect_data(session_id: str) -> str:
     return _checked(f"c:{session_id}")
 
 
+def browse_data(token: str, action: str) -> str:
+    return _checked(f"b:{token}:{action}")
+
+
+def diff_data(token: str) -> str:
+    return _checked(f"d:{token}")
+
+
 def parse(data: str | None) -> Press | None:
     """The press a callback's data describes, or None for anything we did not issue."""
     match (data or "").split(":"):
@@ -89,6 +121,10 @@ def parse(data: str | None) -> Press | None:
             return OpenPress(key)
         case ["c", session_id] if _SESSION.fullmatch(session_id):
             return ConnectPress(session_id)
+        case ["b", token, action] if _TOKEN.fullmatch(token) and _BROWSE_ACTION.fullmatch(action):
+            return BrowsePress(token, action)
+        case ["d", token] if _TOKEN.fullmatch(token):
+            return DiffPress(token)
         case _:
             return None
 

@@ -65,6 +65,9 @@ COMMANDS = [
     BotCommand("cancel", "Stop the running turn in this topic"),
     BotCommand("stream", "Live progress on or off in this topic"),
     BotCommand("session", "This topic's project, server, session and usage"),
+    BotCommand("ls", "Browse this topic's project files (-a: hidden too)"),
+    BotCommand("get", "Send one file of this topic's project"),
+    BotCommand("diff", "The project's uncommitted changes as a .diff"),
     BotCommand("link", "Bind this topic to a project directory"),
     BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
     BotCommand("clear", "Unlink topics whose project or session is gone"),
@@ -135,6 +138,13 @@ def _args(context: ContextTypes.DEFAULT_TYPE) -> str:
     return " ".join(context.args or [])
 
 
+def _command_argument(update: Update) -> str:
+    """Everything after the command, spacing kept (a path may contain double spaces)."""
+    message = update.effective_message
+    text = message.text if message is not None and message.text else ""
+    return text.partition(" ")[2] if " " in text.strip() else ""
+
+
 class Handlers:
     def __init__(
         self,
@@ -174,11 +184,18 @@ class Handlers:
             "status": self.status,
             "clear": self.clear,
             "cancel": self.cancel,
+            "ls": self.ls,
+            "get": self.get,
+            "diff": self.diff,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
         app.add_handler(MessageHandler(NEW_MESSAGES & filters.COMMAND, self.unknown_command))
         app.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & ~filters.COMMAND, self.text))
+        app.add_handler(
+            MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self.file)
+        )
+        app.add_handler(MessageHandler(NEW_MESSAGES & (filters.VOICE | filters.AUDIO), self.voice))
         app.add_handler(
             MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self.file)
         )
@@ -383,6 +400,20 @@ class Handlers:
 
         await self._guarded(topic, run())
 
+    async def ls(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._controller.browse(topic, _command_argument(update))
+        self._background(context, update, topic, work)
+
+    async def get(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._controller.get_file(topic, _command_argument(update))
+        self._background(context, update, topic, work)
+
+    async def diff(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.diff(topic))
+
     # --- messages -----------------------------------------------------------------------------
 
     async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -446,6 +477,27 @@ class Handlers:
         data = bytes(await telegram_file.download_as_bytearray())
         return Attachment(name, file_mime(name, mime, data), data)
 
+    async def voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None
+        topic = topic_of(message)
+        if topic is None:
+            await self._reply(None, "Send voice notes in a project's topic: they become prompts.")
+            return
+        self._background(context, update, topic, self._transcribe(topic, message))
+
+    async def _transcribe(self, topic: int, message: Message) -> None:
+        media = message.voice or message.audio
+        if media is None:
+            return
+        if media.file_size is not None and media.file_size > MAX_DOWNLOAD_BYTES:
+            raise BadRequest("That recording is over 20 MB, the most a bot can download.")
+        name = "voice.ogg" if message.voice else (message.audio and message.audio.file_name)
+        telegram_file = await message.get_bot().get_file(media.file_id)
+        data = bytes(await telegram_file.download_as_bytearray())
+        mime = media.mime_type or "audio/ogg"
+        await self._controller.voice(topic, Attachment(name or "audio", mime, data))
+
     async def topic_created(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         assert message is not None
@@ -470,11 +522,16 @@ class Handlers:
             press = None  # the Stop button of an old progress message stops nothing
         await self._chat.answer_callback(query.id, _acknowledgement(press))
         if press is not None:
-            work = self._press(press, who(query.from_user), topic, message)
+            work = self._press(press, who(query.from_user), topic, message, query.id)
             self._background(context, update, topic, work)
 
     async def _press(
-        self, press: callbacks.Press, person: str, topic: int | None, message: Message | None
+        self,
+        press: callbacks.Press,
+        person: str,
+        topic: int | None,
+        message: Message | None,
+        press_id: str,
     ) -> None:
         """The work of a press, after it was answered; core shows the outcome in the message.
         A button counts only on the message it was sent with (``pressed_on``)."""
@@ -498,6 +555,12 @@ class Handlers:
             case callbacks.ConnectPress(session_id):
                 await self._controller.connect(session_id)
                 outcome = "connected"
+            case callbacks.BrowsePress(token, action):
+                await self._controller.browse_press(topic, token, action, press_id, pressed_on)
+                outcome = "browsed"
+            case callbacks.DiffPress(token):
+                await self._controller.turn_diff(topic, token, press_id)
+                outcome = "diff sent"
         log.info("button %s pressed by %s: %s", type(press).__name__, person, outcome)
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -520,5 +583,9 @@ def _acknowledgement(press: callbacks.Press | None) -> str:
             return "Opening…"
         case callbacks.ConnectPress():
             return "Connecting…"
+        case callbacks.BrowsePress(_, action):
+            return "Zipping…" if action == "z" else ""
+        case callbacks.DiffPress():
+            return "Sending the diff…"
         case _:
             return "This button is no longer valid."

@@ -33,9 +33,12 @@ from oc_outpost.core.chat import (
     QuestionPrompt,
     TopicGone,
 )
+from oc_outpost.core.file_port import ListingPage
+from oc_outpost.core.outputs import OutFile
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
+from oc_outpost.telegram.files_view import diff_rows, listing_rows, listing_text
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
@@ -48,6 +51,7 @@ from oc_outpost.telegram.render import (
     question_message,
     summary_text,
 )
+from oc_outpost.telegram.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ class TelegramChat:
         self._clock = clock
         self._metrics = metrics or Metrics()
         self._progress: dict[int, _Progress] = {}  # by turn id
+        self._uploads = Uploads(outbox, chat_id, self._report_gone)
 
     # --- topics and notices ---------------------------------------------------------------
 
@@ -333,11 +338,15 @@ class TelegramChat:
         if not task.cancelled() and task.exception() is not None:
             log.error("recording a progress message failed", exc_info=task.exception())
 
-    def _edit_progress(self, progress: _Progress, *, final: bool = False) -> None:
+    def _edit_progress(
+        self, progress: _Progress, *, final: bool = False, rows: Rows | None = None
+    ) -> None:
         assert progress.message_id is not None
         if progress.latest == progress.shown:
             return
-        markup = None if final else self._stop_markup(progress)
+        markup = (
+            (InlineKeyboardMarkup(rows) if rows else None) if final else self._stop_markup(progress)
+        )
         text = progress.latest
         future = self._outbox.enqueue(
             self._edit_call(progress.message_id, Formatted(text), markup),
@@ -358,9 +367,20 @@ class TelegramChat:
         return InlineKeyboardMarkup([[button]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
-        for part in final_parts(turn):
-            await self._send_part(topic_id, part, Priority.FINAL)
+        # The Diff button goes on the summary line when the progress message shows one.
+        diff = diff_rows(turn.output.changes, turn.output.diff_token)
+        shown = self._progress.get(turn.turn_id)
+        on_summary = shown is not None and shown.message_id is not None
+        parts = final_parts(turn)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            markup = InlineKeyboardMarkup(diff) if diff and last and not on_summary else None
+            await self._send_part(topic_id, part, Priority.FINAL, markup)
         self._metrics.final_delivered()
+        await self._close_progress(turn, diff if on_summary else None)
+        await self._uploads.send_images(topic_id, turn.output.images, priority=Priority.FINAL)
+
+    async def _close_progress(self, turn: TurnSnapshot, rows: Rows | None) -> None:
         progress = self._progress.pop(turn.turn_id, None)
         if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
             return
@@ -369,7 +389,7 @@ class TelegramChat:
         if progress.message_id is None:
             return
         progress.latest = summary_text(turn, self._clock())
-        self._edit_progress(progress, final=True)
+        self._edit_progress(progress, final=True, rows=rows)
 
     # --- approvals and questions ---------------------------------------------------------------
 
@@ -421,6 +441,18 @@ class TelegramChat:
             )
         except TelegramError as exc:
             log.warning("button press %s not answered: %s", query_id, exc.message)
+
+    # --- files (core/file_port.py) -----------------------------------------------------------
+
+    async def send_file(self, topic_id: int, file: OutFile, caption: str = "") -> None:
+        await self._uploads.send_file(topic_id, file, caption)
+
+    async def show_listing(self, topic_id: int, page: ListingPage, message_id: int | None) -> int:
+        text, rows = listing_text(page), listing_rows(page)
+        if message_id is None:
+            return (await self.send(topic_id, text, rows=rows)).message_id
+        await self.edit(message_id, fit(text), rows)
+        return message_id
 
     # --- command views ------------------------------------------------------------------------
 
