@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from oc_outpost.app import stt_config
 from oc_outpost.config import Settings
 from oc_outpost.opencode.version import (
     INSTALL_COMMAND,
@@ -25,6 +26,7 @@ from oc_outpost.opencode.version import (
     judge,
     opencode_version,
 )
+from oc_outpost.stt import stt_reachable
 from oc_outpost.telegram.probe import (
     BotIdentity,
     BotProbe,
@@ -79,8 +81,23 @@ async def run_checks(settings: Settings) -> list[Finding]:
         check_project_base(settings.project_base_path),
     ]
     findings.extend(await check_opencode(settings.opencode_path))
+    findings.append(await check_stt(settings))
     findings.extend(await check_telegram(settings))
     return findings
+
+
+async def check_stt(settings: Settings) -> Finding:
+    """Voice notes: off without STT_URL (fine), else the service must answer with the key."""
+    config = stt_config(settings)
+    if config is None:
+        return ok("Voice notes are off (set STT_URL to transcribe them)")
+    probe = await stt_reachable(config)
+    if probe.ok:
+        return ok(f"Voice notes are transcribed by {config.base} ({probe.detail})")
+    return problem(
+        f"STT_URL does not answer as a transcription service: {probe.detail}",
+        "check STT_URL (the …/v1 base of an OpenAI-compatible API) and STT_API_KEY",
+    )
 
 
 def check_allowed_users(users: tuple[int, ...]) -> Finding:
