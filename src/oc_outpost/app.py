@@ -26,6 +26,7 @@ from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.topic_states import TopicBook, TopicStates, TopicStateView
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.metrics import Metrics
@@ -43,18 +44,24 @@ from oc_outpost.servers.registry import ServerRegistry
 from oc_outpost.servers.streams import EventStreams
 from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
+from oc_outpost.store.board import BoardStore
+from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.store.update_inbox import UpdateInbox
+from oc_outpost.telegram.board import Board, BoardConfig, ServerCounts
+from oc_outpost.telegram.board_command import BoardCommand
 from oc_outpost.telegram.coalesce import CoalesceConfig
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
 from oc_outpost.telegram.polling import PollingConfig, UpdatePoller
 from oc_outpost.telegram.requests import bot_requests
+from oc_outpost.telegram.service_cleanup import ServiceCleanup
 from oc_outpost.telegram.startup import StartupRetry, with_retries
+from oc_outpost.telegram.topic_icons import TopicIcons
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,9 @@ class RunOptions:
     # Messages of one person in one topic this close together become one prompt.
     coalesce_window_s: float = 1.0
     startup_retry: StartupRetry = field(default_factory=StartupRetry)
+    # A topic's state must hold this long before its icon changes (running→done sends "done").
+    icon_settle_s: float = 3.0
+    board: BoardConfig = field(default_factory=BoardConfig)
 
 
 def build_application(
@@ -127,6 +137,8 @@ class OutpostApp:
         self.api: ApiServer | None = None
         self.poller: UpdatePoller | None = None
         self._version_report: asyncio.Task[None] | None = None
+        self.icons: TopicIcons | None = None
+        self.board: Board | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -140,8 +152,16 @@ class OutpostApp:
         chat = TelegramChat(
             self.outbox, s.telegram_chat_id, gone_topics, journal, metrics=self.metrics
         )
+        bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
+        book = TopicBook(bindings)
+        states = TopicStates(book, self._glance_views(book, topic_db))
         core = build_core(
-            s, self.options, chat, gone_topics, journal, orchestrator_db, topic_db, self.metrics
+            s,
+            self.options,
+            CoreParts(chat, gone_topics, journal, bindings, states),
+            orchestrator_db,
+            topic_db,
+            self.metrics,
         )
         self.core = core
         self.controller = core.controller
@@ -161,7 +181,10 @@ class OutpostApp:
             policy,
             CoalesceConfig(window_s=self.options.coalesce_window_s),
         )
+        BoardCommand(self.board, chat).install(self.application)
         self.handlers.install(self.application)
+        if self.icons is not None or self.board is not None:
+            ServiceCleanup(self.outbox, s.telegram_chat_id).install(self.application)
         self.inbox = UpdateInbox(topic_db)
 
         self._wired = True
@@ -179,6 +202,8 @@ class OutpostApp:
             retry,
         )
         await self.controller.start()  # adopt running servers, deliver what finished meanwhile
+        if self.board is not None:
+            await self.board.start()
         core.supervisor.start()
         await self.api.start()
         await self.application.start()
@@ -193,6 +218,34 @@ class OutpostApp:
         await self.poller.start()
         await self._version_report
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
+
+    def _glance_views(self, book: TopicBook, topic_db: Database) -> list[TopicStateView]:
+        """Topic icons and the board, as configured (TOPIC_STATUS, BOARD)."""
+        s = self.settings
+        views: list[TopicStateView] = []
+        if s.topic_status == "icons":
+            self.icons = TopicIcons(
+                self.outbox, s.telegram_chat_id, settle_s=self.options.icon_settle_s
+            )
+            views.append(self.icons)
+        if s.board == "on":
+            store = BoardStore(BotStateStore(topic_db))
+            self.board = Board(
+                self.outbox,
+                s.telegram_chat_id,
+                store,
+                book.statuses,
+                self._board_servers,
+                self.options.board,
+            )
+            views.append(self.board)
+        return views
+
+    async def _board_servers(self) -> ServerCounts:
+        counts = (await self.core.registry.status()).counts() if self._wired else {}
+        running = sum(n for (_, state), n in counts.items() if state == InstanceState.RUNNING)
+        asleep = sum(n for (_, state), n in counts.items() if state == InstanceState.STOPPED)
+        return ServerCounts(running, asleep)
 
     async def _handle_update(self, update: Update) -> None:
         await self.application.process_update(update)
@@ -226,6 +279,10 @@ class OutpostApp:
         if self.api is not None:
             await self.api.stop()
         await self.core.supervisor.stop()
+        if self.board is not None:
+            await self.board.stop()
+        if self.icons is not None:
+            await self.icons.stop()
         await self.controller.stop()
         await self.outbox.close(SHUTDOWN_FLUSH_S)
         await self.core.registry.stop(keep_servers_running=self.options.keep_servers_running)
@@ -244,12 +301,21 @@ class Core:
     journal: TurnJournal
 
 
+@dataclass(frozen=True)
+class CoreParts:
+    """What core is built on that the composition root makes first (the chat layer's side)."""
+
+    chat: ChatPort
+    gone_topics: GoneTopics
+    journal: TurnJournal
+    bindings: Bindings
+    states: TopicStates
+
+
 def build_core(
     s: Settings,
     options: RunOptions,
-    chat: ChatPort,
-    gone_topics: GoneTopics,
-    journal: TurnJournal,
+    parts: CoreParts,
     orchestrator_db: Database,
     topic_db: Database,
     metrics: Metrics,
@@ -257,11 +323,16 @@ def build_core(
     """Stores, core and servers, each given what it uses (bottom layer first; the servers report
     to core's `ServerEvents`, so that is built before them)."""
     instance_store = InstanceStore(orchestrator_db)
+    chat, gone_topics, journal, bindings = (
+        parts.chat,
+        parts.gone_topics,
+        parts.journal,
+        parts.bindings,
+    )
 
     # core's side of the OpenCode events: built first, the servers report to it
-    bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-    tracker = TurnTracker(chat, bindings, journal, metrics=metrics)
-    approvals = Approvals(chat, PendingStore(topic_db))
+    tracker = TurnTracker(chat, bindings, journal, metrics=metrics, states=parts.states)
+    approvals = Approvals(chat, PendingStore(topic_db), parts.states)
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
         chat=chat,
@@ -270,6 +341,7 @@ def build_core(
         approvals=approvals,
         journal=journal,
         reconciler=reconciler,
+        states=parts.states,
     )
 
     # the servers
