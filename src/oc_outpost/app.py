@@ -242,10 +242,10 @@ class OutpostApp:
         return views
 
     async def _board_servers(self) -> ServerCounts:
+        """The bot's servers (managed and registered), not others found on the machine."""
         counts = (await self.core.registry.status()).counts() if self._wired else {}
-        running = sum(n for (_, state), n in counts.items() if state == InstanceState.RUNNING)
-        asleep = sum(n for (_, state), n in counts.items() if state == InstanceState.STOPPED)
-        return ServerCounts(running, asleep)
+        ours = {state: n for (kind, state), n in counts.items() if kind != InstanceKind.DISCOVERED}
+        return ServerCounts(ours.get(InstanceState.RUNNING, 0), ours.get(InstanceState.STOPPED, 0))
 
     async def _handle_update(self, update: Update) -> None:
         await self.application.process_update(update)
