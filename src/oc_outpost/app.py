@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,16 +152,16 @@ class OutpostApp:
         chat = TelegramChat(
             self.outbox, s.telegram_chat_id, gone_topics, journal, metrics=self.metrics
         )
-        bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-        book = TopicBook(bindings)
-        states = TopicStates(book, self._glance_views(book, topic_db))
         core = build_core(
             s,
             self.options,
-            CoreParts(chat, gone_topics, journal, bindings, states),
+            chat,
+            gone_topics,
+            journal,
             orchestrator_db,
             topic_db,
             self.metrics,
+            states_for=lambda bindings: self._topic_states(bindings, topic_db),
         )
         self.core = core
         self.controller = core.controller
@@ -219,8 +219,13 @@ class OutpostApp:
         await self._version_report
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
 
+    def _topic_states(self, bindings: Bindings, topic_db: Database) -> TopicStates:
+        """Topic states reported to the icons and the board, as configured (TOPIC_STATUS,
+        BOARD)."""
+        book = TopicBook(bindings)
+        return TopicStates(book, self._glance_views(book, topic_db))
+
     def _glance_views(self, book: TopicBook, topic_db: Database) -> list[TopicStateView]:
-        """Topic icons and the board, as configured (TOPIC_STATUS, BOARD)."""
         s = self.settings
         views: list[TopicStateView] = []
         if s.topic_status == "icons":
@@ -301,38 +306,31 @@ class Core:
     journal: TurnJournal
 
 
-@dataclass(frozen=True)
-class CoreParts:
-    """What core is built on that the composition root makes first (the chat layer's side)."""
-
-    chat: ChatPort
-    gone_topics: GoneTopics
-    journal: TurnJournal
-    bindings: Bindings
-    states: TopicStates
+StatesFor = Callable[[Bindings], TopicStates]
 
 
 def build_core(
     s: Settings,
     options: RunOptions,
-    parts: CoreParts,
+    chat: ChatPort,
+    gone_topics: GoneTopics,
+    journal: TurnJournal,
     orchestrator_db: Database,
     topic_db: Database,
     metrics: Metrics,
+    *,
+    states_for: StatesFor = lambda bindings: TopicStates(TopicBook(bindings)),
 ) -> Core:
     """Stores, core and servers, each given what it uses (bottom layer first; the servers report
-    to core's `ServerEvents`, so that is built before them)."""
+    to core's `ServerEvents`, so that is built before them). ``states_for`` makes what topic
+    states are reported to (the glance views) once the bindings exist."""
     instance_store = InstanceStore(orchestrator_db)
-    chat, gone_topics, journal, bindings = (
-        parts.chat,
-        parts.gone_topics,
-        parts.journal,
-        parts.bindings,
-    )
+    bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
+    states = states_for(bindings)
 
     # core's side of the OpenCode events: built first, the servers report to it
-    tracker = TurnTracker(chat, bindings, journal, metrics=metrics, states=parts.states)
-    approvals = Approvals(chat, PendingStore(topic_db), parts.states)
+    tracker = TurnTracker(chat, bindings, journal, metrics=metrics, states=states)
+    approvals = Approvals(chat, PendingStore(topic_db), states)
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
         chat=chat,
@@ -341,7 +339,7 @@ def build_core(
         approvals=approvals,
         journal=journal,
         reconciler=reconciler,
-        states=parts.states,
+        states=states,
     )
 
     # the servers

@@ -15,13 +15,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from telegram import Bot, Message
 from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.topic_states import TopicState, TopicStatus
-from oc_outpost.store.board import BoardStore
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, join, plain, styled
 from oc_outpost.telegram.outbox import Outbox, OutboxClosed, Priority
 from oc_outpost.telegram.view import NO_PREVIEW, _entities
@@ -38,6 +37,14 @@ SYMBOLS: dict[TopicState, str] = {
 }
 TITLE = "📋 Board"
 EMPTY = "No topic is bound to a project yet."
+
+
+class BoardPlace(Protocol):
+    """Where the board's message id is kept across restarts."""
+
+    async def message_id(self) -> int | None: ...
+
+    async def set_message_id(self, message_id: int | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ class Board:
         self,
         outbox: Outbox,
         chat_id: int,
-        store: BoardStore,
+        store: BoardPlace,
         statuses: Callable[[], Sequence[TopicStatus]],
         servers: Callable[[], Awaitable[ServerCounts]],
         config: BoardConfig | None = None,
