@@ -39,16 +39,17 @@ class ServiceCleanup:
 
     async def on_service(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
-        if message is None or not self._ours(message, context.bot.id):
-            return
-        if self._may_delete:
-            await self._delete(message.message_id)
+        if message is not None and self._ours(message, context.bot.id):
+            await self.delete(message.message_id)
 
     def _ours(self, message: Message, bot_id: int) -> bool:
         sender = message.from_user
         return message.chat.id == self._chat_id and sender is not None and sender.id == bot_id
 
-    async def _delete(self, message_id: int) -> None:
+    async def delete(self, message_id: int) -> None:
+        """Delete one of the bot's service messages (at the lowest priority)."""
+        if not self._may_delete:
+            return
         try:
             await self._outbox.submit(
                 lambda bot: bot.delete_message(self._chat_id, message_id),
