@@ -37,7 +37,8 @@ class Glance:
         self._fake = fake
         self._clock = clock
         self._statuses: dict[int, TopicStatus] = {}
-        self.icons = TopicIcons(outbox, chat_id, sleep=clock.sleep)
+        self.settle_s = 3.0  # as the bot's default
+        self.icons = TopicIcons(outbox, chat_id, settle_s=self.settle_s, sleep=clock.sleep)
         self.board = Board(
             outbox,
             chat_id,

@@ -197,7 +197,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
                 f"429s={result.retry_after_429s:<4} "
                 f"finals={result.finals_delivered}/{job.topics} "
                 f"p95={_s(percentile(final_latencies(result), 95)):>6} s "
-                f"({wall_s:.1f} s wall)",
+                + (f"icons done={result.icons_done}/{job.topics} " if job.glance else "")
+                + f"({wall_s:.1f} s wall)",
                 flush=True,
             )
     return [summarise(results[(n, p)]) for n in args.topics for p in args.policies]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from telegram import Bot
 from telegram.request import HTTPXRequest
-from tests.rig.fake_telegram import Call, FakeTelegram
+from tests.rig.fake_telegram import FORUM_ICONS, Call, FakeTelegram
 
 from bench.glance import Glance
 from oc_outpost.core.chat import GoneTopics
@@ -39,6 +39,7 @@ HTTP_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 OutboxFactory = Callable[[Bot, Clock], Outbox]
+DONE_ICON = next(icon_id for emoji, icon_id in FORUM_ICONS if emoji == "✅")
 
 
 class NoProgressLog:
@@ -71,6 +72,7 @@ class RunResult:
     calls_per_turn: float
     round_trip_s: float
     icon_calls_per_min: float = 0.0  # icon edits and their service-message deletes
+    icons_done: int = 0  # topics whose icon shows "done" at the end
     board_calls_per_min: float = 0.0  # board posts, edits, pin and its notice's delete
 
 
@@ -162,7 +164,9 @@ async def run(
             *(drive(chat, turn, clock, idle_at, scenario, glance) for turn in turns)
         )
         await settle(outbox, clock, idle_at + scenario.settle_cap_s)
-        if glance is not None:
+        if glance is not None:  # the last icons wait out their settle time, then the Outbox
+            await clock.sleep(glance.settle_s + 1.0)
+            await settle(outbox, clock, idle_at + scenario.settle_cap_s)
             await glance.stop()
         await outbox.close(2.0)
     finally:
@@ -237,6 +241,7 @@ def measure(
         calls_per_turn=len(calls) / len(topics),
         round_trip_s=round_trip,
         icon_calls_per_min=icon_calls / span_min,
+        icons_done=sum(fake.topics[t].icon_custom_emoji_id == DONE_ICON for t in topics),
         board_calls_per_min=board_calls / span_min,
     )
 

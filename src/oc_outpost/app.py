@@ -284,11 +284,12 @@ class OutpostApp:
         if self.api is not None:
             await self.api.stop()
         await self.core.supervisor.stop()
+        await self.controller.stop()
+        # after the controller: the finals it flushes still report their topics' states
         if self.board is not None:
             await self.board.stop()
         if self.icons is not None:
             await self.icons.stop()
-        await self.controller.stop()
         await self.outbox.close(SHUTDOWN_FLUSH_S)
         await self.core.registry.stop(keep_servers_running=self.options.keep_servers_running)
         await self.application.shutdown()
