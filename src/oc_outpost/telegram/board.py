@@ -23,6 +23,7 @@ from telegram.error import BadRequest, TelegramError
 from oc_outpost.core.topic_states import TopicState, TopicStatus
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, join, plain, styled
 from oc_outpost.telegram.outbox import Outbox, OutboxClosed, Priority
+from oc_outpost.telegram.service_cleanup import delete_quietly
 from oc_outpost.telegram.view import NO_PREVIEW, _entities
 
 log = logging.getLogger(__name__)
@@ -229,12 +230,7 @@ class Board:
 
     async def _delete(self, message_id: int) -> None:
         try:
-            await self._outbox.submit(
-                lambda bot: bot.delete_message(self._chat_id, message_id),
-                method="deleteMessage",
-                chat_id=self._chat_id,
-                priority=Priority.BACKGROUND,
-            )
+            await delete_quietly(self._outbox, self._chat_id, message_id)
         except BadRequest as exc:  # e.g. someone deleted it already
             log.info("the old board %d was not deleted: %s", message_id, exc.message)
 

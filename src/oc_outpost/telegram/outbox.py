@@ -1,9 +1,9 @@
 """The Outbox: the one way the bot writes to the Bot API.
 
 Every send, edit, delete and topic operation is queued here. One worker drains the queue in
-priority order (interactive > final answers > progress edits > topic icons and the board) while
-honouring Telegram's flood limits: a minimum gap per chat, a rolling per-group minute budget
-shared by every topic of the supergroup, and a global per-second budget. A 429 pauses that chat for ``retry_after`` and the
+priority order (interactive > final answers > progress edits) while honouring Telegram's flood
+limits: a minimum gap per chat, a rolling per-group minute budget shared by every topic of the
+supergroup, and a global per-second budget. A 429 pauses that chat for ``retry_after`` and the
 call is retried; finals and interactive messages are never dropped.
 
 Progress edits get what the group budget leaves after a reserve for what matters more:
@@ -72,8 +72,8 @@ class Priority(IntEnum):
     INTERACTIVE = 0
     FINAL = 1
     PROGRESS = 2
-    # Glance views (topic icons, the board in General): after everything else, in the
-    # progress share of the budget, dropped on network errors like progress.
+    # Glance views (topic icons, the board in General): after everything else, even progress,
+    # in the progress share of the budget, dropped on network errors like progress.
     BACKGROUND = 3
 
 

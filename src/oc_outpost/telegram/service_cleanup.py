@@ -24,6 +24,16 @@ CLEANUP_GROUP = -2
 SERVICE = filters.StatusUpdate.FORUM_TOPIC_EDITED | filters.StatusUpdate.PINNED_MESSAGE
 
 
+async def delete_quietly(outbox: Outbox, chat_id: int, message_id: int) -> None:
+    """Delete one of the bot's messages at the Outbox's lowest priority."""
+    await outbox.submit(
+        lambda bot: bot.delete_message(chat_id, message_id),
+        method="deleteMessage",
+        chat_id=chat_id,
+        priority=Priority.BACKGROUND,
+    )
+
+
 class ServiceCleanup:
     def __init__(self, outbox: Outbox, chat_id: int) -> None:
         self._outbox = outbox
@@ -51,12 +61,7 @@ class ServiceCleanup:
         if not self._may_delete:
             return
         try:
-            await self._outbox.submit(
-                lambda bot: bot.delete_message(self._chat_id, message_id),
-                method="deleteMessage",
-                chat_id=self._chat_id,
-                priority=Priority.BACKGROUND,
-            )
+            await delete_quietly(self._outbox, self._chat_id, message_id)
         except BadRequest as exc:
             if "can't be deleted" in exc.message.lower() or "rights" in exc.message.lower():
                 log.warning("the bot may not delete its service messages: %s", exc.message)
