@@ -18,6 +18,7 @@ from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.telegram.board import ServerCounts, board_text, elapsed, topic_link
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
+from oc_outpost.telegram.service_cleanup import ServiceCleanup
 from oc_outpost.telegram.topic_icons import TopicIcons, icon_ids
 
 CHAT = -1001234567890
@@ -204,3 +205,30 @@ def test_board_rows_link_topics_and_say_what_matters() -> None:
 def test_topic_link_and_elapsed() -> None:
     assert topic_link(-1009876, 3) == "https://t.me/c/9876/3"
     assert [elapsed(s) for s in (5, 125, 3725)] == ["5s", "2m", "1h02m"]
+
+
+class DeletingBot:
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+        self.deleted: list[int] = []
+
+    async def delete_message(self, chat_id: int, message_id: int) -> bool:
+        self.deleted.append(message_id)
+        if self.refuse:
+            raise BadRequest("Message can't be deleted")
+        return True
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+async def test_service_cleanup_stops_trying_without_the_right(refuse: bool) -> None:
+    bot = DeletingBot(refuse)
+    outbox = Outbox(bot, FAST)  # type: ignore[arg-type]
+    outbox.start()
+    cleanup = ServiceCleanup(outbox, CHAT)
+    try:
+        for message_id in (11, 12, 13):
+            await cleanup.delete(message_id)
+    finally:
+        await outbox.close()
+    assert bot.deleted == ([11] if refuse else [11, 12, 13])
+    assert cleanup.deleted == (0 if refuse else 3)

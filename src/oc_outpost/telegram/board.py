@@ -98,6 +98,12 @@ def board_text(
     return fit(join([styled(TITLE, "bold"), join(rows, "\n"), footer]))
 
 
+def _log_end(task: asyncio.Task[None]) -> None:
+    """The board's loops run until stopped; anything else ending them is logged."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the board stopped updating", exc_info=task.exception())
+
+
 class Board:
     def __init__(
         self,
@@ -140,6 +146,8 @@ class Board:
             asyncio.create_task(self._run(), name="board"),
             asyncio.create_task(self._tick(), name="board-clock"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_log_end)
 
     async def stop(self) -> None:
         for task in self._tasks:
