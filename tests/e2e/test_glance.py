@@ -13,6 +13,7 @@ from oc_outpost.telegram.board import BoardConfig
 from tests.rig.bot_fixtures import RunningBot, bot_settings, quick_options
 from tests.rig.fake_telegram import FORUM_ICONS, FakeTelegram, StoredMessage
 from tests.rig.mock_llm import BASH_COMMAND, HttpError, MockLLM, Text, ToolCall
+from tests.rig.opencode_bin import MOCK_MODEL, MOCK_PROVIDER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,7 +116,9 @@ async def test_icon_and_board_follow_a_turn_with_an_approval_and_survive_a_resta
     await wait_icon(bot, topic, RUNNING)
     await bot.wait_message(topic, "nothing else needs doing")
     await wait_icon(bot, topic, DONE)
-    await wait_board(bot, f"{DONE} demo", "Servers: 1 running")
+    await wait_board(
+        bot, f"{DONE} demo · done · {MOCK_PROVIDER}/{MOCK_MODEL}", "Servers: 1 running"
+    )
     assert icons(bot.fake, topic) == [RUNNING, NEEDS_YOU, RUNNING, DONE]
 
     # quiet: the board is one silent message, pinned silently; the icon changes leave nothing

@@ -13,6 +13,7 @@ from telegram.error import BadRequest
 
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.topic_states import TopicBook, TopicState, TopicStates, TopicStatus
+from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.store.topics import TopicStore
@@ -48,7 +49,7 @@ async def test_states_follow_turns_approvals_and_servers(bindings: Bindings) -> 
     states.asked(7, "per_1")
     states.asked(7, "per_1")  # shown again (e.g. after a restart): still one request
     states.answered(7, "per_1")
-    states.turn_ended(7, failed=False, cost=0.25)
+    states.turn_ended(7, failed=False)
     states.turn_started(7)
     states.turn_ended(7, failed=True)
     states.servers_stopped([7])
@@ -66,14 +67,32 @@ async def test_states_follow_turns_approvals_and_servers(bindings: Bindings) -> 
     assert (status.project, status.state) == ("demo", TopicState.IDLE)
 
 
-async def test_a_turn_end_clears_what_it_waited_for(bindings: Bindings) -> None:
+def message(role: str, number: int, **info: Any) -> MessageWithParts:
+    time = {"created": number, "completed": number}
+    return MessageWithParts.model_validate(
+        {"info": {"id": f"msg_{number}", "sessionID": "ses_1", "role": role, "time": time} | info}
+    )
+
+
+async def test_a_turn_end_clears_what_it_waited_for_and_keeps_model_and_cost(
+    bindings: Bindings,
+) -> None:
     book = TopicBook(bindings)
     states = TopicStates(book)
     states.turn_started(7)
     states.asked(7, "per_1")
-    states.turn_ended(7, failed=False, cost=0.5)
+    states.session_read(
+        7,
+        [
+            message("assistant", 1, providerID="p", modelID="old", cost=0.25),
+            message("user", 2),
+            message("assistant", 3, providerID="p", modelID="new", cost=0.5),
+        ],
+    )
+    states.turn_ended(7, failed=False)
     (status,) = book.statuses()
-    assert (status.state, status.pending, status.cost) == (TopicState.DONE, 0, 0.5)
+    assert (status.state, status.pending) == (TopicState.DONE, 0)
+    assert (status.model, status.cost) == ("p/new", 0.75)
 
 
 def sticker(emoji: str, custom_id: str) -> Sticker:
@@ -187,12 +206,14 @@ async def test_background_calls_wait_for_finals_and_progress() -> None:
 
 def test_board_rows_link_topics_and_say_what_matters() -> None:
     statuses = [
-        TopicStatus(5, "api", TopicState.NEEDS_YOU, running_since=10.0, pending=2, cost=1.5),
+        TopicStatus(
+            5, "api", TopicState.NEEDS_YOU, running_since=10.0, pending=2, cost=1.5, model="p/m"
+        ),
         TopicStatus(9, "web", TopicState.DONE),
     ]
     text = board_text(CHAT, statuses, ServerCounts(running=1, asleep=3), now=130.0)
     assert text.text.splitlines()[2:] == [
-        "❗ api · running 2m · 2 waiting for you · $1.50",
+        "❗ api · running 2m · p/m · 2 waiting for you · $1.50",
         "✅ web · done",
         "",
         "Servers: 1 running · 3 asleep",

@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Protocol
 
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.opencode.wire import AssistantMessage, MessageWithParts
 
 
 class TopicState(StrEnum):
@@ -35,7 +36,8 @@ class TopicStatus:
     state: TopicState
     running_since: float | None = None  # clock time the running turn started
     pending: int = 0  # approvals and questions waiting
-    cost: float = 0.0  # cost of the session's turns seen in this bot run
+    cost: float = 0.0  # the session's cost so far
+    model: str | None = None  # provider/model of the session's last answer
 
 
 class TopicStateView(Protocol):
@@ -49,6 +51,14 @@ class _Topic:
     pending: frozenset[str] = frozenset()
     outcome: TopicState | None = None  # of the last turn, or the server's stop
     cost: float = 0.0
+    model: str | None = None
+
+
+def session_usage(messages: Sequence[MessageWithParts]) -> tuple[str | None, float]:
+    """(provider/model of the last answer, cost of the whole session) from its messages."""
+    answers = [m.info for m in messages if isinstance(m.info, AssistantMessage)]
+    models = [f"{a.provider_id}/{a.model_id}" for a in answers if a.model_id]
+    return (models[-1] if models else None), sum(a.cost for a in answers)
 
 
 def _state(topic: _Topic) -> TopicState:
@@ -84,6 +94,7 @@ class TopicBook:
             topic.running_since,
             len(topic.pending),
             topic.cost,
+            topic.model,
         )
 
     def change(self, topic_id: int, change: Callable[[_Topic], _Topic]) -> None:
@@ -107,15 +118,18 @@ class TopicStates:
     def turn_started(self, topic_id: int) -> None:
         self._change(topic_id, lambda t: replace(t, running_since=t.running_since or self._clock()))
 
-    def turn_ended(self, topic_id: int, *, failed: bool, cost: float = 0.0) -> None:
+    def turn_ended(self, topic_id: int, *, failed: bool) -> None:
         """The turn is over; OpenCode waits for no answer of it any more either."""
         outcome = TopicState.FAILED if failed else TopicState.DONE
         self._change(
             topic_id,
-            lambda t: replace(
-                t, running_since=None, pending=frozenset(), outcome=outcome, cost=t.cost + cost
-            ),
+            lambda t: replace(t, running_since=None, pending=frozenset(), outcome=outcome),
         )
+
+    def session_read(self, topic_id: int, messages: Sequence[MessageWithParts]) -> None:
+        """The session's messages were read (at the end of a turn): its model and cost."""
+        model, cost = session_usage(messages)
+        self._change(topic_id, lambda t: replace(t, model=model or t.model, cost=cost))
 
     def asked(self, topic_id: int, request_id: str) -> None:
         self._change(topic_id, lambda t: replace(t, pending=t.pending | {request_id}))

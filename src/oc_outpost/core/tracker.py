@@ -239,6 +239,7 @@ class TurnTracker:
         except OpenCodeError as exc:
             log.warning("could not fetch the final messages of %s: %s", snapshot.session_id, exc)
         else:
+            self._states.session_read(active.topic_id, messages)
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
@@ -250,7 +251,7 @@ class TurnTracker:
         its topic is gone). Any other failure leaves it for the next start to deliver."""
         failed = snapshot.phase == TurnPhase.FAILED
         self._metrics.turn_ended(failed=failed)
-        self._states.turn_ended(topic_id, failed=failed, cost=snapshot.usage.cost)
+        self._states.turn_ended(topic_id, failed=failed)
         try:
             await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked

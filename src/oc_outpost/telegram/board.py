@@ -1,11 +1,11 @@
 """The board: one pinned message in General showing every bound topic at a glance.
 
-One row per bound topic (state, project linked to its topic, how long the turn runs, session
-cost, approvals waiting) and a footer with the servers running and asleep. It is edited
+One row per bound topic (state, project linked to its topic, how long the turn runs, model,
+session cost, approvals waiting) and a footer with the servers running and asleep. It is edited
 silently at the Outbox's lowest priority, at most once every ``interval_s`` however many states
 change; every ``refresh_s`` it looks again (running times move), and a board that would not
-change costs no call. `/board` posts it anew; its
-message id is kept in the store, so a restart edits the same message on.
+change costs no call. `/board` posts it anew; its message id is kept in the store, so a restart
+edits the same message on.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def board_row(chat_id: int, status: TopicStatus, now: float) -> Styled:
         details.append(f"running {elapsed(now - status.running_since)}")
     elif status.state != TopicState.IDLE:
         details.append(status.state.value.replace("_", " "))
+    if status.model:
+        details.append(status.model)
     if status.pending:
         details.append(f"{status.pending} waiting for you")
     if status.cost:
