@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.topic_states import TopicBook, TopicStates, TopicStateView
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.core.unlinking import Unlinker
@@ -49,6 +50,8 @@ from oc_outpost.servers.registry import ServerRegistry
 from oc_outpost.servers.streams import EventStreams
 from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
+from oc_outpost.store.board import BoardStore
+from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.buttons import ButtonStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
@@ -57,12 +60,16 @@ from oc_outpost.store.pending import PendingStore
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.store.update_inbox import UpdateInbox
 from oc_outpost.stt import SttClient, SttConfig
+from oc_outpost.telegram.board import Board, BoardConfig, ServerCounts
+from oc_outpost.telegram.board_command import BoardCommand
 from oc_outpost.telegram.coalesce import CoalesceConfig
 from oc_outpost.telegram.handlers import COMMANDS, AccessPolicy, Handlers
 from oc_outpost.telegram.outbox import Limits, Outbox, Priority
 from oc_outpost.telegram.polling import PollingConfig, UpdatePoller
 from oc_outpost.telegram.requests import bot_requests
+from oc_outpost.telegram.service_cleanup import ServiceCleanup
 from oc_outpost.telegram.startup import StartupRetry, with_retries
+from oc_outpost.telegram.topic_icons import TopicIcons
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -79,6 +86,9 @@ class RunOptions:
     # Messages of one person in one topic this close together become one prompt.
     coalesce_window_s: float = 1.0
     startup_retry: StartupRetry = field(default_factory=StartupRetry)
+    # A topic's state must hold this long before its icon changes (running→done sends "done").
+    icon_settle_s: float = 3.0
+    board: BoardConfig = field(default_factory=BoardConfig)
 
 
 def build_application(
@@ -153,6 +163,8 @@ class OutpostApp:
         self.api: ApiServer | None = None
         self.poller: UpdatePoller | None = None
         self._version_report: asyncio.Task[None] | None = None
+        self.icons: TopicIcons | None = None
+        self.board: Board | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -167,7 +179,15 @@ class OutpostApp:
             self.outbox, s.telegram_chat_id, gone_topics, journal, metrics=self.metrics
         )
         core = build_core(
-            s, self.options, chat, gone_topics, journal, orchestrator_db, topic_db, self.metrics
+            s,
+            self.options,
+            chat,
+            gone_topics,
+            journal,
+            orchestrator_db,
+            topic_db,
+            self.metrics,
+            states_for=lambda bindings: self._topic_states(bindings, topic_db),
         )
         self.core = core
         self.controller = core.controller
@@ -187,7 +207,10 @@ class OutpostApp:
             policy,
             CoalesceConfig(window_s=self.options.coalesce_window_s),
         )
+        BoardCommand(self.board, chat).install(self.application)
         self.handlers.install(self.application)
+        if self.icons is not None or self.board is not None:
+            ServiceCleanup(self.outbox, s.telegram_chat_id).install(self.application)
         self.inbox = UpdateInbox(topic_db)
 
         self._wired = True
@@ -205,6 +228,8 @@ class OutpostApp:
             retry,
         )
         await self.controller.start()  # adopt running servers, deliver what finished meanwhile
+        if self.board is not None:
+            await self.board.start()
         core.supervisor.start()
         await self.api.start()
         await self.application.start()
@@ -219,6 +244,39 @@ class OutpostApp:
         await self.poller.start()
         await self._version_report
         log.info("oc-outpost is running for chat %s", s.telegram_chat_id)
+
+    def _topic_states(self, bindings: Bindings, topic_db: Database) -> TopicStates:
+        """Topic states reported to the icons and the board, as configured (TOPIC_STATUS,
+        BOARD)."""
+        book = TopicBook(bindings)
+        return TopicStates(book, self._glance_views(book, topic_db))
+
+    def _glance_views(self, book: TopicBook, topic_db: Database) -> list[TopicStateView]:
+        s = self.settings
+        views: list[TopicStateView] = []
+        if s.topic_status == "icons":
+            self.icons = TopicIcons(
+                self.outbox, s.telegram_chat_id, settle_s=self.options.icon_settle_s
+            )
+            views.append(self.icons)
+        if s.board == "on":
+            store = BoardStore(BotStateStore(topic_db))
+            self.board = Board(
+                self.outbox,
+                s.telegram_chat_id,
+                store,
+                book.statuses,
+                self._board_servers,
+                self.options.board,
+            )
+            views.append(self.board)
+        return views
+
+    async def _board_servers(self) -> ServerCounts:
+        """The bot's servers (managed and registered), not others found on the machine."""
+        counts = (await self.core.registry.status()).counts() if self._wired else {}
+        ours = {state: n for (kind, state), n in counts.items() if kind != InstanceKind.DISCOVERED}
+        return ServerCounts(ours.get(InstanceState.RUNNING, 0), ours.get(InstanceState.STOPPED, 0))
 
     async def _handle_update(self, update: Update) -> None:
         await self.application.process_update(update)
@@ -253,6 +311,11 @@ class OutpostApp:
             await self.api.stop()
         await self.core.supervisor.stop()
         await self.controller.stop()
+        # after the controller: the finals it flushes still report their topics' states
+        if self.board is not None:
+            await self.board.stop()
+        if self.icons is not None:
+            await self.icons.stop()
         await self.outbox.close(SHUTDOWN_FLUSH_S)
         await self.core.registry.stop(keep_servers_running=self.options.keep_servers_running)
         await self.application.shutdown()
@@ -270,6 +333,9 @@ class Core:
     journal: TurnJournal
 
 
+StatesFor = Callable[[Bindings], TopicStates]
+
+
 def build_core(
     s: Settings,
     options: RunOptions,
@@ -279,18 +345,27 @@ def build_core(
     orchestrator_db: Database,
     topic_db: Database,
     metrics: Metrics,
+    *,
+    states_for: StatesFor = lambda bindings: TopicStates(TopicBook(bindings)),
 ) -> Core:
     """Stores, core and servers, each given what it uses (bottom layer first; the servers report
-    to core's `ServerEvents`, so that is built before them)."""
+    to core's `ServerEvents`, so that is built before them). ``states_for`` makes what topic
+    states are reported to (the glance views) once the bindings exist."""
     instance_store = InstanceStore(orchestrator_db)
+    bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
+    states = states_for(bindings)
 
     # core's side of the OpenCode events: built first, the servers report to it
-    bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
     buttons = ButtonStore(topic_db)
     tracker = TurnTracker(
-        chat, bindings, journal, metrics=metrics, outputs=TurnOutputs(buttons, bindings)
+        chat,
+        bindings,
+        journal,
+        metrics=metrics,
+        outputs=TurnOutputs(buttons, bindings),
+        states=states,
     )
-    approvals = Approvals(chat, PendingStore(topic_db))
+    approvals = Approvals(chat, PendingStore(topic_db), states)
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
         chat=chat,
@@ -299,6 +374,7 @@ def build_core(
         approvals=approvals,
         journal=journal,
         reconciler=reconciler,
+        states=states,
     )
 
     # the servers

@@ -56,6 +56,8 @@ _RULES: Final[Mapping[str, str]] = {
     "api_key": f"a secret of at least {MIN_API_KEY_LENGTH} characters",
     "api_allowed_server_hosts": "a comma-separated list of host names or IP addresses",
     "log_format": "text or json",
+    "topic_status": "icons or off",
+    "board": "on or off",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     "stt_url": "an http:// or https:// URL",
     "stt_api_key": "a non-blank secret",
@@ -196,6 +198,9 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     api_allowed_server_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     log_format: Literal["text", "json"] = "text"
+    # Each bound topic's icon follows its state; the board is a pinned overview in General.
+    topic_status: Literal["icons", "off"] = "icons"
+    board: Literal["on", "off"] = "on"
     log_level: str = "INFO"
     # Speech to text for voice notes (OpenAI-compatible; unset: voice notes are declined).
     stt_url: str | None = None

@@ -62,6 +62,10 @@ def bot_env(
         "TELEGRAM_RATE_GLOBAL_PER_SECOND": "100",
         "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
         "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
+        # The glance views add calls and messages most tests do not look at; their tests turn
+        # them on.
+        "TOPIC_STATUS": "off",
+        "BOARD": "off",
     }
     return env | overrides
 

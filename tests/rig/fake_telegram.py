@@ -58,6 +58,17 @@ MAX_DOWNLOAD_BYTES: Final = 20 * 1024 * 1024
 MEDIA_GROUP_SIZES: Final = range(2, 11)  # an album holds 2-10 media
 TOPIC_ICON_COLORS: Final = frozenset({0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F})
 DEFAULT_ICON_COLOR: Final = 0x6FB9F0
+# A part of Telegram's forum topic icon set (getForumTopicIconStickers): (emoji, custom emoji id).
+FORUM_ICONS: Final = (
+    ("📰", "5434144690511290129"),
+    ("💡", "5312536423851630001"),
+    ("⚡️", "5312016608254762256"),
+    ("❗️", "5379748062124056162"),
+    ("✅", "5237699328843200968"),
+    ("❌", "5377498341074542641"),
+    ("💤", "5408906741125490282"),
+    ("🔥", "5312241539987020022"),
+)
 COMMAND_NAME_RE: Final = re.compile(r"^[a-z0-9_]{1,32}$")
 BOT_COMMAND_IN_TEXT_RE: Final = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 CHAT_ACTIONS: Final = frozenset(
@@ -110,6 +121,9 @@ NOT_A_FORUM: Final = "Bad Request: the chat is not a forum"  # guess
 TOPIC_NAME_INVALID: Final = "Bad Request: TOPIC_NAME_INVALID"  # guess
 TOPIC_ICON_COLOR_INVALID: Final = "Bad Request: TOPIC_ICON_COLOR_INVALID"  # guess
 TOPIC_NOT_MODIFIED: Final = "Bad Request: TOPIC_NOT_MODIFIED"
+ICON_INVALID: Final = "Bad Request: invalid custom emoji identifier specified"  # guess
+PIN_NOT_FOUND: Final = "Bad Request: message to pin not found"
+NO_RIGHTS_PIN: Final = "Bad Request: not enough rights to manage pinned messages in the chat"
 NO_RIGHTS_CREATE_TOPIC: Final = "Bad Request: not enough rights to create a topic"
 CHAT_ADMIN_REQUIRED: Final = "Bad Request: CHAT_ADMIN_REQUIRED"
 COMMANDS_TOO_MUCH: Final = "Bad Request: BOT_COMMANDS_TOO_MUCH"
@@ -189,6 +203,7 @@ FLOOD_METHODS: Final = frozenset(
         "closeForumTopic",
         "reopenForumTopic",
         "deleteForumTopic",
+        "pinChatMessage",
     ]
 )
 
@@ -1269,6 +1284,7 @@ class FakeTelegram:
         self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
         self._unacknowledged: int | None = None  # see keep_unacknowledged()
         self.topics: dict[int, Topic] = {}
+        self.pinned: dict[int, int] = {}  # chat id -> its pinned message
         self.files: dict[str, StoredFile] = {}
         self.commands: dict[str, list[JsonDict]] = {}
         self.callback_answers: list[JsonDict] = []
@@ -1991,6 +2007,8 @@ class FakeTelegram:
             "answerCallbackQuery": self._answer_callback_query,
             "createForumTopic": self._create_forum_topic,
             "editForumTopic": self._edit_forum_topic,
+            "getForumTopicIconStickers": self._get_forum_topic_icon_stickers,
+            "pinChatMessage": self._pin_chat_message,
             "closeForumTopic": self._close_forum_topic,
             "reopenForumTopic": self._reopen_forum_topic,
             "deleteForumTopic": self._delete_forum_topic,
@@ -2179,8 +2197,17 @@ class FakeTelegram:
             raise _error(DELETE_NOT_FOUND)
         if not message.from_bot and chat.is_group and self.bot_status != "administrator":
             raise _error(CANT_DELETE)
+        if message.service is not None and not self._may_delete_service(message):
+            raise _error(CANT_DELETE)
         message.deleted = True
         return True
+
+    def _may_delete_service(self, message: StoredMessage) -> bool:
+        """A topic's creation message can never be deleted; other service messages only by an
+        admin with the right to delete messages."""
+        if "forum_topic_created" in (message.service or {}):
+            return False
+        return self.bot_status == "administrator" and self.can_delete_messages
 
     async def _answer_callback_query(self, p: Params) -> bool:
         query = self._callback_queries.get(p.required_str("callback_query_id"))
@@ -2232,12 +2259,49 @@ class FakeTelegram:
                 raise _error(TOPIC_NAME_INVALID)
             changes["name"] = topic.name = name
         emoji = p.opt_str("icon_custom_emoji_id")
+        if emoji and emoji not in {icon_id for _, icon_id in FORUM_ICONS}:
+            raise _error(ICON_INVALID)
         if emoji is not None and (emoji or None) != topic.icon_custom_emoji_id:
             topic.icon_custom_emoji_id = emoji or None
             changes["icon_custom_emoji_id"] = emoji
         if not changes:
             raise _error(TOPIC_NOT_MODIFIED)
         await self._topic_service(self.bot_user, topic.thread_id, {"forum_topic_edited": changes})
+        return True
+
+    async def _get_forum_topic_icon_stickers(self, p: Params) -> list[JsonDict]:
+        return [
+            {
+                "file_id": f"icon-file-{icon_id}",
+                "file_unique_id": f"icon-{icon_id}",
+                "type": "custom_emoji",
+                "width": 512,
+                "height": 512,
+                "is_animated": False,
+                "is_video": False,
+                "emoji": emoji,
+                "custom_emoji_id": icon_id,
+                "set_name": "Topics",
+            }
+            for emoji, icon_id in FORUM_ICONS
+        ]
+
+    async def _pin_chat_message(self, p: Params) -> bool:
+        """Pins (one pinned message is kept: the latest) and posts the "pinned" service message
+        in the pinned message's thread, notification or not."""
+        chat = self._chat(p)
+        if chat.is_group and not (self.bot_status == "administrator" and self.can_pin_messages):
+            raise _error(NO_RIGHTS_PIN)
+        target = self._messages.get((chat.id, p.required_int("message_id")))
+        if target is None or target.deleted:
+            raise _error(PIN_NOT_FOUND)
+        self.pinned[chat.id] = target.message_id
+        service = {"pinned_message": self._message_json(target, with_reply=False)}
+        message = self._store_message(
+            chat, self.bot_user, target.thread_id, target.is_topic_message
+        )
+        message.service = service
+        await self._push_update("message", self._message_json(message))
         return True
 
     async def _close_forum_topic(self, p: Params) -> bool:

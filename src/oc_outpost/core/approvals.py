@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from oc_outpost.core.chat import ChatPort, PermissionPrompt, QuestionPrompt
+from oc_outpost.core.topic_states import TopicStates
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
@@ -82,9 +83,12 @@ def _pressed_on(request: PendingRequest, message_id: int) -> bool:
 
 
 class Approvals:
-    def __init__(self, chat: ChatPort, pending: PendingStore) -> None:
+    def __init__(
+        self, chat: ChatPort, pending: PendingStore, states: TopicStates | None = None
+    ) -> None:
         self._chat = chat
         self._pending = pending
+        self._states = states
 
     async def on_event(self, instance_id: str, binding: TopicBinding, event: ev.Event) -> None:
         match event:
@@ -123,6 +127,8 @@ class Approvals:
                 topic_id=binding.topic_id,
                 payload=_payload(event),
             )
+        if request.status == PendingStatus.PENDING and self._states is not None:
+            self._states.asked(request.topic_id, request.request_id)
         await self._show(request)
 
     async def _show(self, request: PendingRequest) -> None:
@@ -223,6 +229,8 @@ class Approvals:
         return client
 
     async def _close(self, request: PendingRequest, decision: str) -> None:
+        if self._states is not None:
+            self._states.answered(request.topic_id, request.request_id)
         if request.message_id is None:
             return
         prompt = (

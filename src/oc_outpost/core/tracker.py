@@ -17,6 +17,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
+from oc_outpost.core.topic_states import TopicBook, TopicStates
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.metrics import Metrics
@@ -49,6 +50,7 @@ class TurnTracker:
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         outputs: TurnOutputs | None = None,
+        states: TopicStates | None = None,
     ) -> None:
         self._chat = chat
         self._outputs = outputs  # images and changes of a finished turn (None: not shown)
@@ -56,6 +58,7 @@ class TurnTracker:
         self._journal = journal
         self._clock = clock
         self._metrics = metrics or Metrics()
+        self._states = states or TopicStates(TopicBook(bindings))
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
@@ -105,6 +108,7 @@ class TurnTracker:
         if resume:
             self._adopt_progress(binding.topic_id, snapshot)
         self._metrics.turn_started()
+        self._states.turn_started(binding.topic_id)
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
@@ -238,6 +242,7 @@ class TurnTracker:
         except OpenCodeError as exc:
             log.warning("could not fetch the final messages of %s: %s", snapshot.session_id, exc)
         else:
+            self._states.session_read(active.topic_id, messages)
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
@@ -250,7 +255,9 @@ class TurnTracker:
     async def _deliver(self, topic_id: int, snapshot: TurnSnapshot, *, streaming: bool) -> bool:
         """Hand the final answer to the chat; the journal entry goes once it is delivered (or
         its topic is gone). Any other failure leaves it for the next start to deliver."""
-        self._metrics.turn_ended(failed=snapshot.phase == TurnPhase.FAILED)
+        failed = snapshot.phase == TurnPhase.FAILED
+        self._metrics.turn_ended(failed=failed)
+        self._states.turn_ended(topic_id, failed=failed)
         try:
             await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked

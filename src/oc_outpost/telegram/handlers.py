@@ -72,6 +72,7 @@ COMMANDS = [
     BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
     BotCommand("clear", "Unlink topics whose project or session is gone"),
     BotCommand("status", "Servers, approvals, Telegram budget, uptime"),
+    BotCommand("board", "Post the board of all topics in General anew"),
     BotCommand("help", "What you can do here"),
 ]
 

@@ -72,6 +72,9 @@ class Priority(IntEnum):
     INTERACTIVE = 0
     FINAL = 1
     PROGRESS = 2
+    # Glance views (topic icons, the board in General): after everything else, even progress,
+    # in the progress share of the budget, dropped on network errors like progress.
+    BACKGROUND = 3
 
 
 class OutboxClosed(Exception):
@@ -337,7 +340,7 @@ class Outbox:
         if job.chat_id is None:
             return ready
         ready = max(ready, self._chat_gap_end(job.chat_id))
-        if job.priority != Priority.PROGRESS:
+        if job.priority < Priority.PROGRESS:
             return max(ready, self._minute_slot(job.chat_id, now, self.limits.group_per_minute))
         ready = max(ready, self._minute_slot(job.chat_id, now, policy.per_minute))
         return max(ready, self._edit_interval_end(job.key, policy))
@@ -474,7 +477,7 @@ class Outbox:
 
     def _on_network_error(self, job: _Job, exc: TelegramError) -> None:
         job.attempts += 1
-        if job.priority == Priority.PROGRESS:
+        if job.priority >= Priority.PROGRESS:
             log.warning("progress update not sent: %s", exc.message)
             self._fail(job, exc)
             return

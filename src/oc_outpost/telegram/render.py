@@ -173,6 +173,7 @@ GENERAL_HELP = (
     "/connect <project | session id> — bind an existing session to a new topic\n"
     "/clear — unlink topics whose directory, session or server is gone (files stay)\n"
     "/status — servers, pending approvals, Telegram budget, uptime\n"
+    "/board — post the board of all topics anew (pinned here)\n"
     "/help — this help"
 )
 TOPIC_HELP = (
