@@ -9,7 +9,7 @@ from oc_outpost.core import turn as turns
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.opencode.events import Event, parse_event
 
-RECORDING = Path(__file__).parents[2].parent / "shared/reference/opencode-1.18-events.jsonl"
+RECORDING = Path(__file__).parents[1] / "fixtures" / "opencode-1.18-events.jsonl"
 
 
 def scenario(prefix: str, stream: str = "/event") -> list[Event]:

@@ -97,9 +97,9 @@ class Approvals:
             chat_id=binding.chat_id,
             topic_id=binding.topic_id,
             payload={
-                "permission": event.permission,
-                "patterns": list(event.patterns),
-                "detail": permission_detail(event.metadata),
+                "permission": event.request.permission,
+                "patterns": list(event.request.patterns),
+                "detail": permission_detail(event.request.metadata),
             },
         )
         message_id = await self._chat.ask_permission(binding.topic_id, permission_prompt(request))
@@ -108,9 +108,10 @@ class Approvals:
     async def _ask_question(
         self, instance_id: str, binding: TopicBinding, event: ev.QuestionAsked
     ) -> None:
-        if not event.questions or await self._pending.get_by_request_id(event.request_id):
+        questions = event.request.questions
+        if not questions or await self._pending.get_by_request_id(event.request_id):
             return
-        question = event.questions[0]
+        question = questions[0]
         request = await self._pending.create(
             kind=PendingKind.QUESTION,
             request_id=event.request_id,
@@ -122,7 +123,7 @@ class Approvals:
                 "question": question.question,
                 "header": question.header,
                 "options": [option.label for option in question.options],
-                "count": len(event.questions),
+                "count": len(questions),
             },
         )
         message_id = await self._chat.ask_question(binding.topic_id, question_prompt(request))

@@ -93,13 +93,13 @@ class TurnSnapshot:
 def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
     """Return the snapshot after ``event``. Events of other sessions must be filtered out first."""
     match event:
-        case ev.MessageUpdated(role="user", message_id=mid):
+        case ev.MessageUpdated(info=ev.Message(role="user", id=mid)):
             earlier = turn.earlier_user_message
             if mid in turn.user_messages or (earlier is not None and mid <= earlier):
                 return turn
             return replace(turn, user_messages=(*turn.user_messages, mid))
-        case ev.MessageUpdated(role="assistant"):
-            return _fold_assistant_message(turn, event)
+        case ev.MessageUpdated(info=ev.Message(role="assistant") as message):
+            return _fold_assistant_message(turn, message)
         case ev.PartUpdated(message_id=mid) if mid in turn.user_messages:
             return turn
         case ev.PartUpdated(part=ev.TextPart() as part):
@@ -117,10 +117,14 @@ def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
             if mid in turn.user_messages or pid in turn.reasoning_parts:
                 return turn
             return _set_text(turn, pid, dict(turn.texts).get(pid, "") + delta)
-        case ev.SessionStatusChanged(status="retry", attempt=attempt, message=message):
+        case ev.SessionStatusChanged(
+            status=ev.SessionStatus(type="retry", attempt=attempt, message=message)
+        ):
             note = f"attempt {attempt}: {message}" if message else f"attempt {attempt}"
             return replace(turn, phase=TurnPhase.RETRYING, retry_note=note)
-        case ev.SessionStatusChanged(status="busy") if turn.phase == TurnPhase.RETRYING:
+        case ev.SessionStatusChanged(status=ev.SessionStatus(type="busy")) if (
+            turn.phase == TurnPhase.RETRYING
+        ):
             return replace(turn, phase=TurnPhase.RUNNING)
         case ev.SessionError(name=name, message=message):
             if name == "MessageAbortedError":
@@ -164,15 +168,16 @@ def finish(turn: TurnSnapshot, now: float) -> TurnSnapshot:
     return replace(turn, phase=phase, finished_at=now)
 
 
-def _fold_assistant_message(turn: TurnSnapshot, event: ev.MessageUpdated) -> TurnSnapshot:
-    if event.error_name == "MessageAbortedError":
+def _fold_assistant_message(turn: TurnSnapshot, message: ev.Message) -> TurnSnapshot:
+    error = message.error
+    if error is not None and error.name == "MessageAbortedError":
         turn = replace(turn, phase=TurnPhase.ABORTED)
-    elif event.error_name and not turn.error:
-        detail = f"{event.error_name}: {event.error_message}" if event.error_message else ""
-        turn = replace(turn, error=detail or event.error_name)
-    usage = Usage(event.tokens.input, event.tokens.output, event.cost)
-    others = tuple(u for u in turn.usage_by_message if u[0] != event.message_id)
-    return replace(turn, usage_by_message=(*others, (event.message_id, usage)))
+    elif error is not None and error.name and not turn.error:
+        detail = f"{error.name}: {error.message}" if error.message else error.name
+        turn = replace(turn, error=detail)
+    usage = Usage(message.tokens.input, message.tokens.output, message.cost)
+    others = tuple(u for u in turn.usage_by_message if u[0] != message.id)
+    return replace(turn, usage_by_message=(*others, (message.id, usage)))
 
 
 def _set_text(turn: TurnSnapshot, part_id: str, text: str) -> TurnSnapshot:
@@ -219,7 +224,7 @@ def answer_from_messages(
         part.text.strip()
         for message in messages[start:]
         if message.info.role == "assistant"
-        for part in map(ev.part_from_wire, message.parts)
+        for part in message.parts
         if isinstance(part, ev.TextPart) and not part.synthetic and part.text.strip()
     ]
     return "\n\n".join(texts)

@@ -227,10 +227,10 @@ class TurnRouter:
 
 
 def _turns_busy(event: ev.Event) -> bool:
-    return isinstance(event, ev.SessionStatusChanged) and event.status == "busy"
+    return isinstance(event, ev.SessionStatusChanged) and event.status.type == "busy"
 
 
 def _turns_idle(event: ev.Event) -> bool:
     return isinstance(event, ev.SessionIdle) or (
-        isinstance(event, ev.SessionStatusChanged) and event.status == "idle"
+        isinstance(event, ev.SessionStatusChanged) and event.status.type == "idle"
     )

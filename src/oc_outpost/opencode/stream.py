@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
@@ -35,7 +34,7 @@ from oc_outpost.opencode.errors import (
     OpenCodeTimeout,
     http_error,
 )
-from oc_outpost.opencode.events import Event, parse_event
+from oc_outpost.opencode.events import Event, parse_event_json
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +97,17 @@ async def iter_frames(
                 raise OpenCodeTimeout(
                     f"{context}: no response within {connect_timeout:g}s"
                 ) from exc
+            envelope = path.startswith("/global/")
             async for sse in source.aiter_sse():
                 if sse.data:
-                    yield _decode(sse.data, context)
+                    yield _decode(sse.data, context, envelope=envelope)
     except httpx.HTTPError as exc:
         raise client.transport_error(exc, context) from exc
 
 
-def _decode(data: str, context: str) -> Event | None:
+def _decode(data: str, context: str, *, envelope: bool) -> Event | None:
     try:
-        frame = json.loads(data)
-        return parse_event(frame)
-    except json.JSONDecodeError as exc:
-        log.warning("%s: skipping a frame that is not JSON: %s", context, exc)
+        return parse_event_json(data, envelope=envelope)
     except EventParseError as exc:
         log.warning("%s: skipping a malformed frame: %s", context, exc)
     return None
