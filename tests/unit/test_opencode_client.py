@@ -657,7 +657,11 @@ async def test_event_stream_heartbeats_keep_the_watchdog_quiet() -> None:
         return httpx.Response(200, headers=SSE_HEADERS, content=body())
 
     stream = EventStream(
-        make_client(slow_beats), collector.on_event, sleep=collector.sleep, watchdog_s=0.3
+        make_client(slow_beats),
+        collector.on_event,
+        sleep=collector.sleep,
+        watchdog_s=0.3,
+        read_pause_s=0,  # only reconnect delays go to `sleep`
     )
     stream.start()
     try:

@@ -184,7 +184,7 @@ class TurnRouter:
                 self.note_child(child, session_id)
 
     def _update(self, active: ActiveTurn, snapshot: TurnSnapshot) -> None:
-        if snapshot == active.snapshot:
+        if snapshot is active.snapshot:  # the fold returns the same snapshot for no change
             return
         active.snapshot = snapshot
         if active.streaming:

@@ -405,7 +405,7 @@ Event = (
 # Parsing
 
 EVENT_TYPES: frozenset[str] = frozenset(
-    f.default for kind in get_args(Event) for f in fields(kind) if f.name == "type"
+    str(f.default) for kind in get_args(Event) for f in fields(kind) if f.name == "type"
 )
 
 

@@ -42,12 +42,18 @@ TOPIC_NAME_LIMIT = 128
 
 @dataclass
 class _Progress:
+    """A turn's live progress message. The newest snapshot is only kept here; it is drawn when
+    the Outbox is about to send (at most one call queued or in flight at a time)."""
+
     topic_id: int
-    session_id: str
+    turn: TurnSnapshot
+    markup: InlineKeyboardMarkup  # the Stop button
     message_id: int | None = None
-    sending: asyncio.Future[Any] | None = None
-    latest: str = ""
+    sending: asyncio.Future[Any] | None = None  # the call that posts the message
+    queued: bool = False  # a call is queued or in flight
+    drawn: TurnSnapshot | None = None  # the snapshot the latest call showed
     shown: str = ""
+    closed: bool = False  # the turn ended: its summary replaces the progress
     failure: BaseException | None = None  # the last edit failure logged
 
     def log_failure(self, future: asyncio.Future[Any]) -> None:
@@ -212,70 +218,109 @@ class TelegramChat:
     # --- turns ------------------------------------------------------------------------------
 
     def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
-        progress = self._progress.setdefault(turn.turn_id, _Progress(topic_id, turn.session_id))
-        progress.latest = progress_text(turn, self._clock())
-        if progress.message_id is not None:
-            self._edit_progress(progress)
-        elif progress.sending is None:
-            progress.sending = self._outbox.enqueue(
-                self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
+        progress = self._progress.get(turn.turn_id)
+        if progress is None:
+            progress = _Progress(topic_id, turn, self._stop_markup(turn.session_id))
+            self._progress[turn.turn_id] = progress
+        progress.turn = turn
+        if not progress.queued:
+            self._queue_progress(progress)
+
+    def _queue_progress(self, progress: _Progress) -> None:
+        """Queue the call that shows the newest snapshot: the first send, or an edit."""
+        progress.queued = True
+        turn_id = progress.turn.turn_id
+        if progress.message_id is None:
+            progress.sending = future = self._outbox.enqueue_rendered(
+                lambda: self._draw_send(progress),
                 chat_id=self._chat_id,
                 priority=Priority.PROGRESS,
-                key=("progress-send", turn.turn_id),
+                key=("progress-send", turn_id),
             )
-            sent_text = progress.latest
-            progress.sending.add_done_callback(
-                lambda future: self._progress_sent(progress, future, sent_text)
+            future.add_done_callback(lambda done: self._progress_sent(progress, done))
+        else:
+            message_id = progress.message_id
+            future = self._outbox.enqueue_rendered(
+                lambda: self._draw_edit(progress, message_id),
+                chat_id=self._chat_id,
+                priority=Priority.PROGRESS,
+                key=("progress-edit", message_id),
             )
+            future.add_done_callback(lambda done: self._progress_edited(progress, done))
 
-    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any], text: str) -> None:
+    def _draw(self, progress: _Progress) -> str | None:
+        """The progress text of the newest snapshot, or None if it is what the message shows."""
+        progress.drawn = progress.turn
+        text = progress_text(progress.turn, self._clock())
+        if text == progress.shown:
+            return None
+        progress.shown = text
+        return text
+
+    def _draw_send(self, progress: _Progress) -> Callable[[Bot], Any] | None:
+        text = self._draw(progress)
+        topic_id = progress.topic_id
+        return None if text is None else self._send_call(topic_id, Formatted(text), progress.markup)
+
+    def _draw_edit(self, progress: _Progress, message_id: int) -> Callable[[Bot], Any] | None:
+        text = None if progress.closed else self._draw(progress)
+        return (
+            None if text is None else self._edit_call(message_id, Formatted(text), progress.markup)
+        )
+
+    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
         if future.cancelled():
             return
         if future.exception() is not None:
             log.warning("progress message not sent: %s", future.exception())
+            progress.shown = ""
             if isinstance(future.exception(), TopicGone):
                 self._report_gone(progress.topic_id)
             return
         progress.message_id = future.result().message_id
-        progress.shown = text
-        if progress.latest != progress.shown:
-            self._edit_progress(progress)
+        self._catch_up(progress)
 
-    def _edit_progress(self, progress: _Progress, *, final: bool = False) -> None:
-        assert progress.message_id is not None
-        if progress.latest == progress.shown:
+    def _progress_edited(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
+        if not future.cancelled() and future.exception() is not None:
+            progress.log_failure(future)
+            progress.shown = ""  # not shown after all: the next event draws it again
             return
-        markup = None if final else self._stop_markup(progress)
-        text = progress.latest
-        future = self._outbox.enqueue(
-            self._edit_call(progress.message_id, Formatted(text), markup),
-            chat_id=self._chat_id,
-            # the closing summary is part of the final answer, not paced like live progress
-            priority=Priority.FINAL if final else Priority.PROGRESS,
-            key=("progress-edit", progress.message_id),
-        )
-        progress.shown = text
-        future.add_done_callback(progress.log_failure)
+        self._catch_up(progress)
 
-    @staticmethod
-    def _stop_markup(progress: _Progress) -> InlineKeyboardMarkup:
-        button = InlineKeyboardButton(
-            "⏹ Stop", callback_data=callbacks.stop_data(progress.session_id)
-        )
+    def _catch_up(self, progress: _Progress) -> None:
+        """Events that came while the call was on its way are shown by the next one."""
+        if not progress.closed and progress.turn is not progress.drawn:
+            self._queue_progress(progress)
+
+    def _stop_markup(self, session_id: str) -> InlineKeyboardMarkup:
+        button = InlineKeyboardButton("⏹ Stop", callback_data=callbacks.stop_data(session_id))
         return InlineKeyboardMarkup([[button]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
         for part in final_parts(turn):
             await self._send_part(topic_id, part, Priority.FINAL)
         progress = self._progress.pop(turn.turn_id, None)
-        if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
+        if progress is None:
             return
+        progress.closed = True
+        if self._outbox.discard(("progress-send", turn.turn_id)):
+            return  # never shown: nothing to reduce
         if progress.sending is not None:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
-        progress.latest = summary_text(turn, self._clock())
-        self._edit_progress(progress, final=True)
+        future = self._outbox.enqueue(
+            self._edit_call(
+                progress.message_id, Formatted(summary_text(turn, self._clock())), None
+            ),
+            chat_id=self._chat_id,
+            # the closing summary is part of the final answer, not paced like live progress
+            priority=Priority.FINAL,
+            key=("progress-edit", progress.message_id),
+        )
+        future.add_done_callback(progress.log_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
