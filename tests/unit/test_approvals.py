@@ -19,12 +19,13 @@ from oc_outpost.store.pending import PendingStatus, PendingStore
 
 BINDING = TopicBinding(-100, 7, "/p/demo", 1, 1, session_id="ses_1", instance_id="inst_1")
 ASKED = ev.PermissionAsked(
-    request_id="per_1",
-    session_id="ses_1",
-    permission="bash",
-    patterns=("git status",),
-    metadata={"command": "git status"},
-    always=(),
+    ev.PermissionRequest(
+        id="per_1",
+        session_id="ses_1",
+        permission="bash",
+        patterns=("git status",),
+        metadata={"command": "git status"},
+    )
 )
 
 

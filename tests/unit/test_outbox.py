@@ -525,3 +525,65 @@ async def test_a_final_is_retried_through_a_long_outage_and_progress_is_not() ->
     assert len(attempts) >= 6  # the old limit gave up after 4 attempts
     assert max(gaps) <= 30.0 + 1.0  # capped backoff
     await outbox.close(0.1)
+
+
+async def test_a_rendered_call_is_built_when_it_goes_out_from_the_newest_state(
+    bot_and_outbox: Any,
+) -> None:
+    bot, outbox = bot_and_outbox
+    state = {"text": "v1"}
+    renders: list[str] = []
+
+    def render() -> Any:
+        renders.append(state["text"])
+        return bot.call(state["text"])
+
+    done = outbox.enqueue_rendered(
+        render, method="sendMessage", chat_id=CHAT, priority=Priority.PROGRESS, key="m"
+    )
+    state["text"] = "v3"  # changed after queueing, before sending
+    outbox.start()
+    assert await done == "v3"
+    assert renders == ["v3"] and bot.log == ["v3"]
+
+
+async def test_a_render_with_nothing_to_send_makes_no_call_and_uses_no_budget() -> None:
+    bot = RecordingBot()
+    outbox = Outbox(bot, Limits(per_chat_interval_s=0.0, group_per_minute=2))  # type: ignore[arg-type]
+    outbox.start()
+    try:
+        for _ in range(5):
+            skipped = outbox.enqueue_rendered(
+                lambda: None, method="sendMessage", chat_id=CHAT, priority=Priority.FINAL
+            )
+            assert await skipped is None
+        sent = [
+            outbox.enqueue(
+                bot.call(f"m{i}"), method="sendMessage", chat_id=CHAT, priority=Priority.FINAL
+            )
+            for i in (1, 2)
+        ]
+        await asyncio.wait_for(asyncio.gather(*sent), 1.0)
+    finally:
+        await outbox.close(0.5)
+    assert bot.log == ["m1", "m2"]
+    assert outbox.stats.calls == 2
+
+
+async def test_a_failing_render_fails_only_its_own_call(bot_and_outbox: Any) -> None:
+    bot, outbox = bot_and_outbox
+
+    def broken() -> Any:
+        raise RuntimeError("render bug")
+
+    bad = outbox.enqueue_rendered(
+        broken, method="sendMessage", chat_id=CHAT, priority=Priority.INTERACTIVE
+    )
+    good = outbox.enqueue(
+        bot.call("next"), method="sendMessage", chat_id=CHAT, priority=Priority.INTERACTIVE
+    )
+    outbox.start()
+    with pytest.raises(RuntimeError, match="render bug"):
+        await bad
+    assert await good == "next"
+    assert outbox.stats.calls == 1

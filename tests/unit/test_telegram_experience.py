@@ -23,8 +23,8 @@ from oc_outpost.telegram.handlers import file_mime
 
 def test_a_re_announced_user_message_of_an_earlier_turn_is_not_this_turns_start() -> None:
     turn = TurnSnapshot(1, "ses_a", 0.0, earlier_user_message="msg_200")
-    old = ev.MessageUpdated("ses_a", "msg_150", "user", True)
-    new = ev.MessageUpdated("ses_a", "msg_300", "user", True)
+    old = ev.MessageUpdated("ses_a", ev.Message("msg_150", "user"))
+    new = ev.MessageUpdated("ses_a", ev.Message("msg_300", "user"))
     turn = turns.fold(turns.fold(turn, old), new)
     assert turn.user_messages == ("msg_300",)
     assert turn.last_user_message == "msg_300"

@@ -64,16 +64,17 @@ def _payload(event: ev.PermissionAsked | ev.QuestionAsked) -> dict[str, Any]:
     """What answering and redrawing the request needs, kept in its row."""
     if isinstance(event, ev.PermissionAsked):
         return {
-            "permission": event.permission,
-            "patterns": list(event.patterns),
-            "detail": permission_detail(event.metadata),
+            "permission": event.request.permission,
+            "patterns": list(event.request.patterns),
+            "detail": permission_detail(event.request.metadata),
         }
-    question = event.questions[0]  # only the first of several questions gets buttons
+    questions = event.request.questions
+    question = questions[0]  # only the first of several questions gets buttons
     return {
         "question": question.question,
         "header": question.header,
         "options": [option.label for option in question.options],
-        "count": len(event.questions),
+        "count": len(questions),
     }
 
 
@@ -94,7 +95,7 @@ class Approvals:
         match event:
             case ev.PermissionAsked():
                 await self._ask(instance_id, binding, event, PendingKind.PERMISSION)
-            case ev.QuestionAsked() if event.questions:
+            case ev.QuestionAsked() if event.request.questions:
                 await self._ask(instance_id, binding, event, PendingKind.QUESTION)
             case ev.PermissionReplied() | ev.QuestionReplied() | ev.QuestionRejected():
                 await self._answered_elsewhere(event.request_id)

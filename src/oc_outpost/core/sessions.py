@@ -199,7 +199,7 @@ def history_tail(
     for message in messages:
         texts = [
             part.text.strip()
-            for part in map(ev.part_from_wire, message.parts)
+            for part in message.parts
             if isinstance(part, ev.TextPart) and not part.synthetic and part.text.strip()
         ]
         if texts:

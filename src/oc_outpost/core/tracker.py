@@ -158,7 +158,7 @@ class TurnTracker:
         error: str | None = None,
     ) -> None:
         """Align the session's turn with what OpenCode says after events may have been missed
-        (stream reconnect, server restart, bot restart; see core/reconcile.py).
+        (stream reconnect, server restart, bot restart; see core/recovery.py).
 
         busy: track the turn (begin it if unknown). Idle: end the turn now and deliver its final
         answer from the stored messages, once; with `error`, as a failed turn saying why."""
@@ -229,7 +229,7 @@ class TurnTracker:
                 self.note_child(child, session_id)
 
     def _update(self, active: ActiveTurn, snapshot: TurnSnapshot) -> None:
-        if snapshot == active.snapshot:
+        if snapshot is active.snapshot:  # the fold returns the same snapshot for no change
             return
         active.snapshot = snapshot
         if active.streaming:
@@ -287,10 +287,10 @@ class TurnTracker:
 
 
 def _turns_busy(event: ev.Event) -> bool:
-    return isinstance(event, ev.SessionStatusChanged) and event.status == "busy"
+    return isinstance(event, ev.SessionStatusChanged) and event.status.type == "busy"
 
 
 def _turns_idle(event: ev.Event) -> bool:
     return isinstance(event, ev.SessionIdle) or (
-        isinstance(event, ev.SessionStatusChanged) and event.status == "idle"
+        isinstance(event, ev.SessionStatusChanged) and event.status.type == "idle"
     )

@@ -24,6 +24,7 @@ from oc_outpost.opencode.errors import (
     mask_secrets,
     transport_error,
 )
+from oc_outpost.opencode.events import PermissionRequest, QuestionRequest, SessionStatus
 from oc_outpost.opencode.files import (
     FileDiff,
     FileNode,
@@ -35,11 +36,8 @@ from oc_outpost.opencode.wire import (
     FileInput,
     Health,
     MessageWithParts,
-    PermissionRequest,
     PromptPart,
-    QuestionRequest,
     Session,
-    SessionStatus,
     TextInput,
 )
 

@@ -19,6 +19,11 @@ Progress edits get what the group budget leaves after a reserve for what matters
   apart (never less than ``min_edit_interval_s``), so the edits of each message are spread evenly
   over the minute instead of bursting until the budget is gone and then freezing.
 
+A call can also be queued as a *render* (:meth:`Outbox.enqueue_rendered`): a function that builds
+the call only when it is about to be made, from the newest state, or returns None when there is
+nothing new to send. A live progress message is queued once and drawn once per edit, however many
+events arrived in between.
+
 Time is Telegram time (:class:`Clock`), which tests and the benchmark may run faster than the
 wall clock; every limit and ``retry_after`` then scales by the same factor.
 """
@@ -48,6 +53,7 @@ from oc_outpost.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Call = Callable[[Bot], Awaitable[Any]]
+Render = Callable[[], Call | None]
 
 MINUTE_S = 60.0
 SECOND_S = 1.0
@@ -144,10 +150,14 @@ class _Job:
     chat_id: int | None
     method: str  # the Bot API method, for the metrics
     key: Hashable | None
-    call: Call
+    call: Call | None
+    render: Render | None  # builds the call when it is made (then `call` is None)
     fallback: Call | None
     futures: list[asyncio.Future[Any]]
     attempts: int = 0
+
+    def update(self, call: Call | None, render: Render | None, fallback: Call | None) -> None:
+        self.call, self.render, self.fallback = call, render, fallback
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -234,17 +244,45 @@ class Outbox:
         get the newer call's outcome), so only the latest edit of a message is ever sent. If the
         newer call is more urgent, the job moves to the back of that more urgent class instead.
         """
+        return self._enqueue(call, None, method, chat_id, priority, key, fallback)
+
+    def enqueue_rendered(
+        self,
+        render: Render,
+        *,
+        method: str,
+        chat_id: int | None,
+        priority: Priority,
+        key: Hashable | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a call that ``render`` builds just before it is made (again for a retry), so
+        it carries the newest state; if ``render`` returns None, no call is made and the future
+        resolves with None. Keys replace queued calls as for :meth:`enqueue`."""
+        return self._enqueue(None, render, method, chat_id, priority, key, None)
+
+    def _enqueue(
+        self,
+        call: Call | None,
+        render: Render | None,
+        method: str,
+        chat_id: int | None,
+        priority: Priority,
+        key: Hashable | None,
+        fallback: Call | None,
+    ) -> asyncio.Future[Any]:
         if self._closing:
             raise OutboxClosed("the outbox is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         queued = self._find(key) if key is not None else None
         if queued is not None:
-            queued.call, queued.fallback = call, fallback
+            queued.update(call, render, fallback)
             queued.futures.append(future)
             if priority < queued.priority:  # e.g. a progress message's closing summary
                 queued.priority, queued.seq = priority, next(self._seq)
         else:
-            job = _Job(priority, next(self._seq), chat_id, method, key, call, fallback, [future])
+            job = _Job(
+                priority, next(self._seq), chat_id, method, key, call, render, fallback, [future]
+            )
             self._jobs.append(job)
             if priority == Priority.PROGRESS:
                 self._note_streams()
@@ -402,14 +440,32 @@ class Outbox:
     # --- execution --------------------------------------------------------------------------
 
     async def _execute(self, job: _Job) -> None:
+        call = self._call_of(job)
+        if call is None:
+            return
         try:
-            result = await job.call(self._bot)
+            result = await call(self._bot)
         except Exception as exc:  # noqa: BLE001 - handled per kind below; the worker must go on
             self._record_call(job)
             self._on_error(job, exc)
         else:
             self._record_call(job)
             self._succeed(job, result)
+
+    def _call_of(self, job: _Job) -> Call | None:
+        """The job's call, rendered now if it is a render; None when the job is settled
+        without a call (nothing to send, or the render failed)."""
+        if job.render is None:
+            return job.call
+        try:
+            call = job.render()
+        except Exception as exc:  # a faulty render fails its own job only, not the worker
+            log.error("building a Bot API call failed (chat %s)", job.chat_id, exc_info=exc)
+            self._fail(job, exc)
+            return None
+        if call is None:
+            self._succeed(job, None)  # nothing new to show: no call, no budget used
+        return call
 
     def _on_error(self, job: _Job, exc: Exception) -> None:
         match exc:  # most specific first: RetryAfter and BadRequest are NetworkErrors in PTB
@@ -470,7 +526,7 @@ class Outbox:
         elif job.fallback is not None and not any(_is(exc, t) for t in _NOT_ABOUT_FORMATTING):
             log.warning("Bot API refused the message (%s); sending it as plain text", exc.message)
             self.stats.plain_fallbacks += 1
-            job.call, job.fallback = job.fallback, None
+            job.update(job.fallback, None, None)
             self._requeue(job)
         else:
             self._fail(job, exc)

@@ -64,12 +64,18 @@ TOPIC_NAME_LIMIT = 128
 
 @dataclass
 class _Progress:
+    """A turn's live progress message. The newest snapshot is only kept here; it is drawn when
+    the Outbox is about to send (at most one call queued or in flight at a time)."""
+
     topic_id: int
-    session_id: str
+    turn: TurnSnapshot
+    markup: InlineKeyboardMarkup  # the Stop button
     message_id: int | None = None
-    sending: asyncio.Future[Any] | None = None
-    latest: str = ""
+    sending: asyncio.Future[Any] | None = None  # the call that posts the message
+    queued: bool = False  # a call is queued or in flight
+    drawn: TurnSnapshot | None = None  # the snapshot the latest call showed
     shown: str = ""
+    closed: bool = False  # the turn ended: its summary replaces the progress
     failure: BaseException | None = None  # the last edit failure logged
 
     def log_failure(self, future: asyncio.Future[Any]) -> None:
@@ -287,46 +293,98 @@ class TelegramChat:
     # --- turns ------------------------------------------------------------------------------
 
     def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
-        progress = self._progress.setdefault(turn.turn_id, _Progress(topic_id, turn.session_id))
-        progress.latest = progress_text(turn, self._clock())
-        if progress.message_id is not None:
-            self._edit_progress(progress)
-        elif progress.sending is None:
-            progress.sending = self._outbox.enqueue(
-                self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
-                method="sendMessage",
-                chat_id=self._chat_id,
-                priority=Priority.PROGRESS,
-                key=("progress-send", turn.turn_id),
-            )
-            sent_text = progress.latest
-            progress.sending.add_done_callback(
-                lambda future: self._progress_sent(progress, future, sent_text)
-            )
+        progress = self._progress.get(turn.turn_id)
+        if progress is None:
+            progress = _Progress(topic_id, turn, self._stop_markup(turn.session_id))
+            self._progress[turn.turn_id] = progress
+        progress.turn = turn
+        if not progress.queued:
+            self._queue_progress(progress)
 
-    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any], text: str) -> None:
-        if future.cancelled():
-            return
-        if future.exception() is not None:
-            log.warning("progress message not sent: %s", future.exception())
-            if isinstance(future.exception(), TopicGone):
-                self._report_gone(progress.topic_id)
-            return
-        progress.message_id = future.result().message_id
-        progress.shown = text
-        self._spawn(self._progress_log.progress_shown(progress.session_id, progress.message_id))
-        if progress.latest != progress.shown:
-            self._edit_progress(progress)
+    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
+        markup = self._stop_markup(turn.session_id)
+        self._progress[turn.turn_id] = _Progress(topic_id, turn, markup, message_id=message_id)
 
     def is_live_progress(self, message_id: int, session_id: str) -> bool:
         """Whether ``message_id`` shows a running turn of the session (its Stop button counts)."""
         return any(
-            p.message_id == message_id and p.session_id == session_id
+            p.message_id == message_id and p.turn.session_id == session_id
             for p in self._progress.values()
         )
 
-    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
-        self._progress[turn.turn_id] = _Progress(topic_id, turn.session_id, message_id=message_id)
+    def _queue_progress(self, progress: _Progress) -> None:
+        """Queue the call that shows the newest snapshot: the first send, or an edit."""
+        progress.queued = True
+        turn_id = progress.turn.turn_id
+        if progress.message_id is None:
+            progress.sending = future = self._outbox.enqueue_rendered(
+                lambda: self._draw_send(progress),
+                method="sendMessage",
+                chat_id=self._chat_id,
+                priority=Priority.PROGRESS,
+                key=("progress-send", turn_id),
+            )
+            future.add_done_callback(lambda done: self._progress_sent(progress, done))
+        else:
+            message_id = progress.message_id
+            future = self._outbox.enqueue_rendered(
+                lambda: self._draw_edit(progress, message_id),
+                method="editMessageText",
+                chat_id=self._chat_id,
+                priority=Priority.PROGRESS,
+                key=("progress-edit", message_id),
+            )
+            future.add_done_callback(lambda done: self._progress_edited(progress, done))
+
+    def _draw(self, progress: _Progress) -> str | None:
+        """The progress text of the newest snapshot, or None if it is what the message shows."""
+        progress.drawn = progress.turn
+        text = progress_text(progress.turn, self._clock())
+        if text == progress.shown:
+            return None
+        progress.shown = text
+        return text
+
+    def _draw_send(self, progress: _Progress) -> Callable[[Bot], Any] | None:
+        text = self._draw(progress)
+        topic_id = progress.topic_id
+        return None if text is None else self._send_call(topic_id, Formatted(text), progress.markup)
+
+    def _draw_edit(self, progress: _Progress, message_id: int) -> Callable[[Bot], Any] | None:
+        text = None if progress.closed else self._draw(progress)
+        return (
+            None if text is None else self._edit_call(message_id, Formatted(text), progress.markup)
+        )
+
+    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            log.warning("progress message not sent: %s", future.exception())
+            progress.shown = ""
+            if isinstance(future.exception(), TopicGone):
+                self._report_gone(progress.topic_id)
+            return
+        message = future.result()
+        if message is None:
+            return  # nothing was drawn (the same text), so nothing was sent
+        progress.message_id = message.message_id
+        self._spawn(self._progress_log.progress_shown(progress.turn.session_id, message.message_id))
+        self._catch_up(progress)
+
+    def _progress_edited(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
+        if not future.cancelled() and future.exception() is not None:
+            progress.log_failure(future)
+            progress.shown = ""  # not shown after all: the next event draws it again
+            return
+        self._catch_up(progress)
+
+    def _catch_up(self, progress: _Progress) -> None:
+        """Events that came while the call was on its way are shown by the next one."""
+        if not progress.closed and progress.turn is not progress.drawn:
+            self._queue_progress(progress)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -338,32 +396,8 @@ class TelegramChat:
         if not task.cancelled() and task.exception() is not None:
             log.error("recording a progress message failed", exc_info=task.exception())
 
-    def _edit_progress(
-        self, progress: _Progress, *, final: bool = False, rows: Rows | None = None
-    ) -> None:
-        assert progress.message_id is not None
-        if progress.latest == progress.shown:
-            return
-        markup = (
-            (InlineKeyboardMarkup(rows) if rows else None) if final else self._stop_markup(progress)
-        )
-        text = progress.latest
-        future = self._outbox.enqueue(
-            self._edit_call(progress.message_id, Formatted(text), markup),
-            method="editMessageText",
-            chat_id=self._chat_id,
-            # the closing summary is part of the final answer, not paced like live progress
-            priority=Priority.FINAL if final else Priority.PROGRESS,
-            key=("progress-edit", progress.message_id),
-        )
-        progress.shown = text
-        future.add_done_callback(progress.log_failure)
-
-    @staticmethod
-    def _stop_markup(progress: _Progress) -> InlineKeyboardMarkup:
-        button = InlineKeyboardButton(
-            "⏹ Stop", callback_data=callbacks.stop_data(progress.session_id)
-        )
+    def _stop_markup(self, session_id: str) -> InlineKeyboardMarkup:
+        button = InlineKeyboardButton("⏹ Stop", callback_data=callbacks.stop_data(session_id))
         return InlineKeyboardMarkup([[button]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
@@ -381,15 +415,29 @@ class TelegramChat:
         await self._uploads.send_images(topic_id, turn.output.images, priority=Priority.FINAL)
 
     async def _close_progress(self, turn: TurnSnapshot, rows: Rows | None) -> None:
+        """Reduce the progress message to the turn's summary (with ``rows`` as its buttons)."""
         progress = self._progress.pop(turn.turn_id, None)
-        if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
+        if progress is None:
             return
+        progress.closed = True
+        if self._outbox.discard(("progress-send", turn.turn_id)):
+            return  # never shown: nothing to reduce
         if progress.sending is not None:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
-        progress.latest = summary_text(turn, self._clock())
-        self._edit_progress(progress, final=True, rows=rows)
+        markup = InlineKeyboardMarkup(rows) if rows else None
+        future = self._outbox.enqueue(
+            self._edit_call(
+                progress.message_id, Formatted(summary_text(turn, self._clock())), markup
+            ),
+            method="editMessageText",
+            chat_id=self._chat_id,
+            # the closing summary is part of the final answer, not paced like live progress
+            priority=Priority.FINAL,
+            key=("progress-edit", progress.message_id),
+        )
+        future.add_done_callback(progress.log_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
