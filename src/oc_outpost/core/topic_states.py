@@ -15,7 +15,7 @@ from pathlib import PurePath
 from typing import Protocol
 
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.opencode.wire import AssistantMessage, MessageWithParts
+from oc_outpost.opencode.wire import MessageWithParts
 
 
 class TopicState(StrEnum):
@@ -56,7 +56,7 @@ class _Topic:
 
 def session_usage(messages: Sequence[MessageWithParts]) -> tuple[str | None, float]:
     """(provider/model of the last answer, cost of the whole session) from its messages."""
-    answers = [m.info for m in messages if isinstance(m.info, AssistantMessage)]
+    answers = [m.info for m in messages if m.info.role == "assistant"]
     models = [f"{a.provider_id}/{a.model_id}" for a in answers if a.model_id]
     return (models[-1] if models else None), sum(a.cost for a in answers)
 
