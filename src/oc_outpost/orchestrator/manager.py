@@ -583,7 +583,8 @@ class InstanceManager:
             await self._crashed(slot, f"the process exited with code {server.returncode}")
             return
         try:
-            await client.health()
+            if not client.answered_within(self._config.health_interval_s):  # else: alive
+                await client.health()
         except OpenCodeError as exc:
             await self._health_failed(slot, exc)
             return
