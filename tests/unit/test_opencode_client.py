@@ -727,3 +727,25 @@ async def test_stop_without_start_is_a_no_op() -> None:
     await stream.stop()
     assert not stream.running
     await stream.client.aclose()
+
+
+async def test_answers_and_stream_data_are_proof_of_life() -> None:
+    now = [100.0]
+    async with make_client(Recorder(body={"healthy": True}), clock=lambda: now[0]) as client:
+        assert not client.answered_within(30)
+        await client.health()
+        now[0] += 29
+        assert client.answered_within(30)
+        now[0] += 2
+        assert not client.answered_within(30)
+    body = sse(CONNECTED, HEARTBEAT)
+
+    async def stream_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE_HEADERS, content=body)
+
+    async with make_client(stream_handler, clock=lambda: now[0]) as streaming:
+        assert [e async for e in iter_events(streaming)] == [
+            ev.ServerConnected(),
+            ev.ServerHeartbeat(),
+        ]
+        assert streaming.answered_within(1)

@@ -232,15 +232,39 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn whose main loop sleeps until it is asked to stop. uvicorn's own wakes up ten
+    times a second (to look for a shutdown and refresh the Date header, which is off here),
+    which is most of what an idle bot would otherwise spend."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        if not await self.on_tick(0):  # sets the default headers
+            await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
+
+
 class ApiServer:
     """uvicorn inside the bot's own event loop, started and stopped by the composition root."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         # log_config=None: uvicorn's records go to the root handlers, which mask secrets.
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            lifespan="off",
+            date_header=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _QuietServer(config)
         self._where = f"{host}:{port}"
         self._task: asyncio.Task[None] | None = None
 
@@ -265,7 +289,7 @@ class ApiServer:
         if self._task is None or self._task.done():  # a failed start already raised its error
             self._task = None
             return
-        self._server.should_exit = True
+        self._server.request_stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._task, 10.0)
         self._task = None

@@ -8,7 +8,8 @@ it the server uses its process cwd, which for a managed server is the project di
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -73,8 +74,11 @@ class OpenCodeClient:
         health_timeout: float = 2.0,
         directory: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._clock = clock
+        self._answered_at: float | None = None
         self.directory = directory
         self.timeout = timeout
         self.health_timeout = health_timeout
@@ -107,6 +111,15 @@ class OpenCodeClient:
     def transport_error(self, exc: httpx.HTTPError, context: str) -> OpenCodeError:
         """The typed error for an httpx failure, with secrets masked."""
         return transport_error(exc, context, secrets=self._secrets)
+
+    def note_answer(self) -> None:
+        """The server just answered (a response, or data on an event stream)."""
+        self._answered_at = self._clock()
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether the server answered in the last `seconds`: an event stream's heartbeats
+        (every 10 s) show that it is alive, so a health check can be skipped."""
+        return self._answered_at is not None and self._clock() - self._answered_at < seconds
 
     def instance_params(self) -> dict[str, str]:
         return {"directory": self.directory} if self.directory else {}
@@ -292,6 +305,7 @@ class OpenCodeClient:
             )
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, context) from exc
+        self.note_answer()
         if response.status_code >= 400:
             raise http_error(response.status_code, self.mask(response.text), context=context)
         if not response.content:

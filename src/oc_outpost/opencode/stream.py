@@ -114,6 +114,7 @@ async def iter_frames(
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
+                client.note_answer()
                 for data in decoder.feed(chunk):
                     yield _decode(data, context, envelope=envelope)
                 if pacer is not None and not decoder.pending:
