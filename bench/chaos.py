@@ -15,7 +15,7 @@ Every turn's prompt carries a unique marker; the mock LLM answers it with a uniq
 approval turn first calls `bash` with `echo ok-<marker>`, then answers), so the fake's call log
 tells how often each answer reached Telegram.
 
-Faults, one at a time per kind, a random 4–10 s apart (the first six are one of each kind):
+Faults, one at a time per kind, a random 5–12 s apart (the first six are one of each kind):
 server kill -9 (a managed topic's `opencode serve`), bot kill -9 + restart, Bot API outage (every
 call fails with a connection error for 5–20 s), 429 burst (sendMessage, editMessageText and
 answerCallbackQuery refused 2–6 times each with retry_after 1–3 s), stream stall (the external
@@ -120,7 +120,7 @@ class ChaosConfig:
     topics: int = 4
     seed: int = 1
     approval_share: float = 0.3
-    fault_gap_s: tuple[float, float] = (4.0, 10.0)
+    fault_gap_s: tuple[float, float] = (5.0, 12.0)
     outage_s: tuple[float, float] = (5.0, 20.0)
     stall_s: tuple[float, float] = (35.0, 45.0)
     bot_down_s: tuple[float, float] = (0.2, 3.0)
@@ -412,8 +412,17 @@ class Writer:
         deadline = turn.sent_at + TURN_TIMEOUT_S
         if turn.approval:
             await self._approve(turn, deadline)
-        await until(lambda: resolved(rig, turn), deadline)
+        done = await until(lambda: resolved(rig, turn), deadline)
         turn.ended_at = time.monotonic()
+        outcome = "answered" if times_sent(rig.fake, turn.answer) else "told" if done else "open"
+        log.info(
+            "turn %s (topic %d%s): %s after %.1f s",
+            turn.marker,
+            turn.topic,
+            ", approval" if turn.approval else "",
+            outcome,
+            turn.ended_at - turn.sent_at,
+        )
 
     async def _approve(self, turn: Turn, deadline: float) -> None:
         fake = self._rig.fake
@@ -673,8 +682,13 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, bool]:
     return ChaosConfig(args.turns, args.topics, args.seed, outage_s=outage), args.keep
 
 
+def interrupted(signum: int, frame: object) -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # asyncio.run cancels the run: its clean-up runs
+
+
 def main(argv: list[str] | None = None) -> int:
     config, keep = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupted)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="oc-outpost-chaos-"))

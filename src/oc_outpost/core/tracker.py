@@ -73,11 +73,16 @@ class TurnTracker:
         active = self._turns.get(session_id)
         return active is not None and active.accepted
 
-    def mark_accepted(self, session_id: str, client: OpenCodeClient) -> None:
-        """OpenCode took the turn's prompt (through ``client``, maybe a restarted server's)."""
-        active = self._turns.get(session_id)
-        if active is not None:
-            active.accepted, active.client = True, client
+    async def mark_accepted(self, binding: TopicBinding, client: OpenCodeClient) -> None:
+        """OpenCode took the turn's prompt (through ``client``, maybe a restarted server's).
+
+        The turn goes into the journal now, not with its first event: a bot killed before any
+        event arrived (a stalled stream, or just a fast kill) still owes this answer."""
+        active = self._turns.get(binding.session_id or "")
+        if active is None:  # it has already ended (and was delivered, or is being)
+            return
+        active.accepted, active.client = True, client
+        await self._journal.started(binding)
 
     def active_count(self) -> int:
         return len(self._turns)
