@@ -105,7 +105,11 @@ class TurnTracker:
         """End the session's turn with an error the user can read."""
         active = self._turns.pop(session_id, None)
         if active is None:
-            await self._chat.notify(topic_id, f"❌ {message}")
+            try:
+                await self._chat.notify(topic_id, f"❌ {message}")
+            except Exception:
+                log.exception("the end of the turn of %s could not be told", session_id)
+                return  # the journal keeps it: the next start settles it
             await self._journal.finished(session_id)
             return
         self._remember_user_messages(active.snapshot)
@@ -228,12 +232,18 @@ class TurnTracker:
 
     async def _deliver(self, topic_id: int, snapshot: TurnSnapshot, *, streaming: bool) -> bool:
         """Hand the final answer to the chat; the journal entry goes once it is delivered (or
-        its topic is gone). Any other failure leaves it for the next start to deliver."""
+        its topic is gone). Any other failure leaves it for the next start to deliver, and is
+        not raised: the caller (a server crash being handled, a recovery, a prompt) goes on."""
         try:
             await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked
             log.info("the answer of %s has no topic to go to any more", snapshot.session_id)
             await self._journal.finished(snapshot.session_id)
+            return False
+        except Exception:
+            log.exception(
+                "the final answer of %s was not delivered; it stays owed", snapshot.session_id
+            )
             return False
         await self._journal.finished(snapshot.session_id)
         return True
