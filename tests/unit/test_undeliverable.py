@@ -80,17 +80,6 @@ async def test_a_crash_during_an_outage_ends_the_turn_and_keeps_its_answer_owed(
     assert [r.session_id for r in owed] == ["ses_1"]  # the next start settles it
 
 
-async def test_a_failed_turn_that_cannot_be_told_stays_owed(db: Database) -> None:
-    _, binding, tracker, _ = await parts(db)
-    tracker.begin(binding, object())  # type: ignore[arg-type]
-    await tracker.mark_accepted(binding, object())  # type: ignore[arg-type]
-
-    await tracker.fail("ses_1", 7, "The bot restarted during this turn")  # raises nothing
-
-    owed = await TurnJournal(ActiveTurnStore(db)).load()
-    assert [r.session_id for r in owed] == ["ses_1"]
-
-
 async def test_an_approval_prompt_that_cannot_be_sent_does_not_hide_the_event_from_the_turn(
     db: Database,
 ) -> None:
