@@ -55,6 +55,7 @@ class TurnTracker:
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._delivering: set[str] = set()  # sessions whose final answer is being delivered
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -159,12 +160,14 @@ class TurnTracker:
             active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         active = replace(active, client=client)
         if error is None:
-            self._spawn(self._finish(active))
+            self._spawn_final(session_id, self._finish(active))
             return
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=error, finished_at=self._clock()
         )
-        self._spawn(self._deliver(active.topic_id, failed, streaming=active.streaming))
+        self._spawn_final(
+            session_id, self._deliver(active.topic_id, failed, streaming=active.streaming)
+        )
 
     async def on_event(self, client: OpenCodeClient, event: ev.Event) -> None:
         session_id = getattr(event, "session_id", None)
@@ -190,7 +193,7 @@ class TurnTracker:
         if _turns_idle(event):
             del self._turns[session_id]
             self._remember_user_messages(active.snapshot)
-            self._spawn(self._finish(active))
+            self._spawn_final(session_id, self._finish(active))
             return
         self._update(active, turns.fold(active.snapshot, event))
 
@@ -248,10 +251,17 @@ class TurnTracker:
         await self._journal.finished(snapshot.session_id)
         return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def is_delivering(self, session_id: str) -> bool:
+        """The session's turn has ended and its final answer is on its way (it is still in the
+        journal until delivered: a reconciliation must not deliver it a second time)."""
+        return session_id in self._delivering
+
+    def _spawn_final(self, session_id: str, coro: Coroutine[Any, Any, object]) -> None:
+        self._delivering.add(session_id)
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda _: self._delivering.discard(session_id))
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
