@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.rig.opencode_fixtures",
     "tests.rig.telegram_fixtures",
     "tests.rig.bot_fixtures",
+    "tests.rig.process_bot",
 ]

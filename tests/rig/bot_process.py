@@ -1,6 +1,8 @@
 """The bot as a separate process, started the way a user starts it: the `oc-outpost` command
 with its configuration in real environment variables. Its output (every log line) goes to a
-file; `stop()` sends SIGTERM and returns the exit code."""
+file; `stop()` sends SIGTERM and returns the exit code, `kill()` is a kill -9 (the OpenCode
+servers it started run in their own sessions and survive it), `restart()` starts the command
+again with the same environment, on the same databases."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ STOP_TIMEOUT_S = 30.0
 class BotProcess:
     process: subprocess.Popen[bytes]
     log: Path
+    fake: FakeTelegram
+    env: Mapping[str, str]
+    cwd: Path
 
     @classmethod
     async def start(
@@ -35,7 +40,7 @@ class BotProcess:
         """Run `oc-outpost` and wait until it is up (its setMyCommands reached the fake)."""
         commands_before = len(fake.calls("setMyCommands"))
         process = _spawn(env, cwd, log)
-        bot = cls(process, log)
+        bot = cls(process, log, fake, env, cwd)
         try:
             await fake.wait_for(
                 lambda: (
@@ -55,6 +60,10 @@ class BotProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -72,6 +81,18 @@ class BotProcess:
             os.kill(self.pid, signal.SIGKILL)
             self.process.wait()
             raise AssertionError(f"the bot ignored SIGTERM:\n{self.output()[-3000:]}") from None
+
+    async def kill(self) -> None:
+        """kill -9: no shutdown code runs; whatever was in flight is simply gone."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.process.wait)
+
+    async def restart(self) -> BotProcess:
+        """The command started again (after a kill or a stop) with the same environment."""
+        if self.running:
+            raise AssertionError("restart() of a bot that still runs: kill() or stop() it first")
+        return await BotProcess.start(self.fake, self.env, cwd=self.cwd, log=self.log)
 
 
 def _spawn(env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:

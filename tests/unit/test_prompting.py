@@ -91,6 +91,22 @@ async def test_a_refused_prompt_is_sent_again_to_the_restarted_server(db: Databa
     assert chat.finals == []  # nothing was refused
 
 
+async def test_an_accepted_prompt_is_owed_after_a_kill_even_before_any_event(
+    db: Database,
+) -> None:
+    """The bot dies right after OpenCode took the prompt, before any event of the turn came
+    (its stream stalled, or the kill was quick): the next start must still know the turn."""
+    registry, chat = FakeRegistry(FakeClient()), FakeChat()
+    bindings, binding = await bound(db)
+    tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+    prompter = Prompter(registry, tracker, chat)  # type: ignore[arg-type]
+
+    await prompter.send(binding, "hello", ())
+
+    restarted = TurnJournal(ActiveTurnStore(db))  # what the next start reads
+    assert [r.session_id for r in await restarted.load()] == ["ses_1"]
+
+
 async def test_a_prompt_refused_twice_fails_its_turn_clearly(db: Database) -> None:
     registry, chat = FakeRegistry(FakeClient(refuse=2)), FakeChat()
     bindings, binding = await bound(db)
@@ -121,7 +137,7 @@ async def test_a_server_crash_ends_accepted_turns_but_not_a_prompt_on_its_way(
     )
     tracker.begin(binding, FakeClient())  # type: ignore[arg-type]  (prompt not sent yet)
     tracker.begin(other, FakeClient())  # type: ignore[arg-type]
-    tracker.mark_accepted("ses_2", FakeClient())  # type: ignore[arg-type]
+    await tracker.mark_accepted(other, FakeClient())  # type: ignore[arg-type]
 
     await events.instance_down(["inst_1"], "the process exited with code -9")
 

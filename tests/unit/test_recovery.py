@@ -1,13 +1,29 @@
-"""Reconciliation's cut-off rule: is the last turn's answer complete?"""
+"""Reconciliation: the cut-off rule (is the last turn's answer complete?), and a turn a restart
+could not settle."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oc_outpost.core.recovery import CUT_OFF, NO_ANSWER, cut_off_reason
+from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.journal import TurnJournal
+from oc_outpost.core.recovery import (
+    CUT_OFF,
+    NO_ANSWER,
+    Reconciler,
+    StartupRecovery,
+    cut_off_reason,
+)
+from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.opencode.wire import MessageWithParts
+from oc_outpost.store.active_turns import ActiveTurnStore
+from oc_outpost.store.db import Database
+from oc_outpost.store.migrations import TOPIC_MIGRATIONS
+from oc_outpost.store.topics import TopicStore
 
 
 def message(role: str, *, completed: bool = True, error: str | None = None) -> MessageWithParts:
@@ -35,3 +51,89 @@ def message(role: str, *, completed: bool = True, error: str | None = None) -> M
 )
 def test_cut_off_reason(messages: list[MessageWithParts], expected: str | None) -> None:
     assert cut_off_reason(messages) == expected
+
+
+# --- a turn the restart could not settle is settled by the stream's first connection ----------
+
+
+class IdleServer:
+    """A server whose session finished its turn while nobody listened."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    async def session_status(self) -> dict[str, Any]:
+        return {}
+
+    async def messages(self, session_id: str, limit: int | None = None) -> list[MessageWithParts]:
+        return [message("user"), answered(self.answer)]
+
+    async def list_permissions(self) -> list[Any]:
+        return []
+
+    async def list_questions(self) -> list[Any]:
+        return []
+
+
+class StalledRegistry:
+    """The server is there, its event stream does not connect in time."""
+
+    async def connect(self, instance_id: str | None, path: Path, **_: Any) -> Any:
+        raise TimeoutError
+
+
+class Finals:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.notices: list[str] = []
+
+    def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
+        return None
+
+    async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
+        self.texts.append(turn.answer or turn.error or "")
+
+    async def notify(self, topic_id: int | None, text: str) -> None:
+        self.notices.append(text)
+
+
+def answered(text: str) -> MessageWithParts:
+    done = message("assistant").model_dump(by_alias=True)
+    done["parts"] = [{"id": "prt_1", "type": "text", "text": text}]
+    return MessageWithParts.model_validate(done)
+
+
+async def test_a_turn_owed_after_a_restart_is_delivered_once_its_stream_connects(
+    tmp_path: Path,
+) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, tmp_path, "ses_1", "ext_1")
+        await TurnJournal(ActiveTurnStore(db)).started(binding)  # the previous run's turn
+        chat = Finals()
+        journal = TurnJournal(ActiveTurnStore(db))
+        tracker = TurnTracker(chat, bindings, journal)  # type: ignore[arg-type]
+        reconciler = Reconciler(
+            bindings=bindings,
+            turns=tracker,
+            approvals=None,  # type: ignore[arg-type]
+            journal=journal,
+        )
+        recovery = StartupRecovery(
+            reconciler=reconciler,
+            registry=StalledRegistry(),  # type: ignore[arg-type]
+            bindings=bindings,
+            tracker=tracker,
+            journal=journal,
+        )
+
+        await recovery.recover_open_turns()  # the stream is stalled: nothing can be settled
+        assert chat.texts == [] and chat.notices == []  # no false "not available"
+
+        server = IdleServer("the answer written during the stall")
+        await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (it connected)
+        await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (and again)
+        await tracker.stop()
+
+        assert chat.texts == ["the answer written during the stall"]
+        assert await TurnJournal(ActiveTurnStore(db)).load() == []

@@ -109,9 +109,6 @@ class FakeClient:
     def answered_within(self, seconds: float) -> bool:
         return False  # no event stream here: every check asks /global/health
 
-    def answered_within(self, seconds: float) -> bool:
-        return False  # every check asks the server
-
     async def health(self) -> object:
         if self._port in self.world.unhealthy:
             raise OpenCodeTimeout("GET /global/health: no response within 2s")

@@ -67,7 +67,7 @@ class Prompter:
             else:
                 await self._tracker.fail(session_id, topic_id, refused)
             return
-        self._tracker.mark_accepted(session_id, running.client)
+        await self._tracker.mark_accepted(binding, running.client)
 
     async def _connect(self, binding: TopicBinding) -> RunningInstance:
         name = Path(binding.project_path).name

@@ -70,9 +70,14 @@ class Reconciler:
             for binding in bound:
                 session_id = binding.session_id or ""
                 busy = session_id in statuses
-                if busy or self._turns.is_busy(session_id):
+                if busy or self._turns.is_busy(session_id) or self._owed(session_id):
                     await self._settle(binding, client, busy=busy)
             await self._show_requests(instance_id, client, bound)
+
+    def _owed(self, session_id: str) -> bool:
+        """The journal still owes the session's answer and nothing is delivering it: a restart
+        could not settle it then (its server's stream did not connect), so settle it now."""
+        return self._journal.is_open(session_id) and not self._turns.is_delivering(session_id)
 
     async def settle(
         self, instance_id: str, client: OpenCodeClient, bindings: Sequence[TopicBinding]
@@ -175,7 +180,11 @@ class StartupRecovery:
         try:
             running = await self._registry.connect(first.instance_id, Path(first.project_path))
             await self._reconciler.settle(running.info.id, running.client, bindings)
-        except (InstanceError, OpenCodeError, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            # The server is there but its event stream did not connect in time (stalled): the
+            # stream keeps trying, and its first connection reconciles these turns.
+            log.warning("the turns of %s are settled once its stream connects", first.project_path)
+        except (InstanceError, OpenCodeError, OSError) as exc:
             log.warning("could not recover the turns of %s: %s", first.project_path, exc)
             for binding in bindings:
                 await self._tracker.fail(

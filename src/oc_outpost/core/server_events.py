@@ -71,7 +71,10 @@ class ServerEvents:
         binding = self._bindings.by_session(root)
         if binding is None:
             return
-        await self._approvals.on_event(instance_id, binding, event)
+        try:
+            await self._approvals.on_event(instance_id, binding, event)
+        except Exception:  # its row stays; the next reconnect or start shows it again
+            log.exception("the request of %s could not be shown", root)
         await self._tracker.on_event(client, event)
         if self._tracker.is_busy(root) and not self._journal.is_open(root):
             await self._journal.started(binding)
@@ -130,8 +133,12 @@ class ServerEvents:
         return [b for i in instance_ids for b in self._bindings.by_instance(i)]
 
     async def _tell(self, instance_ids: Iterable[str], text: str) -> None:
+        """A notice to each topic; one that cannot be delivered (Telegram unreachable) must not
+        stop what follows it: failing the turns, restarting the server."""
         for binding in self._topics(instance_ids):
             try:
                 await self._chat.notify(binding.topic_id, text)
             except TopicGone:
                 log.info("topic %d is gone; not told: %s", binding.topic_id, text)
+            except Exception:
+                log.exception("topic %d was not told: %s", binding.topic_id, text)

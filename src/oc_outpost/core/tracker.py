@@ -64,6 +64,7 @@ class TurnTracker:
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._delivering: set[str] = set()  # sessions whose final answer is being delivered
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -82,11 +83,16 @@ class TurnTracker:
         active = self._turns.get(session_id)
         return active is not None and active.accepted
 
-    def mark_accepted(self, session_id: str, client: OpenCodeClient) -> None:
-        """OpenCode took the turn's prompt (through ``client``, maybe a restarted server's)."""
-        active = self._turns.get(session_id)
-        if active is not None:
-            active.accepted, active.client = True, client
+    async def mark_accepted(self, binding: TopicBinding, client: OpenCodeClient) -> None:
+        """OpenCode took the turn's prompt (through ``client``, maybe a restarted server's).
+
+        The turn goes into the journal now, not with its first event: a bot killed before any
+        event arrived (a stalled stream, or just a fast kill) still owes this answer."""
+        active = self._turns.get(binding.session_id or "")
+        if active is None:  # it has already ended (and was delivered, or is being)
+            return
+        active.accepted, active.client = True, client
+        await self._journal.started(binding)
 
     def active_count(self) -> int:
         return len(self._turns)
@@ -129,7 +135,11 @@ class TurnTracker:
             snapshot, streaming = TurnSnapshot(next(self._ids), session_id, self._clock()), True
             self._adopt_progress(topic_id, snapshot)
         else:
-            await self._chat.notify(topic_id, f"❌ {message}")
+            try:
+                await self._chat.notify(topic_id, f"❌ {message}")
+            except Exception:
+                log.exception("the end of the turn of %s could not be told", session_id)
+                return  # the journal keeps it: the next start settles it
             await self._journal.finished(session_id)
             return
         failed = replace(snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock())
@@ -177,12 +187,14 @@ class TurnTracker:
             active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         active = replace(active, client=client)
         if error is None:
-            self._spawn(self._finish(active))
+            self._spawn_final(session_id, self._finish(active))
             return
         failed = replace(
             active.snapshot, phase=TurnPhase.FAILED, error=error, finished_at=self._clock()
         )
-        self._spawn(self._deliver(active.topic_id, failed, streaming=active.streaming))
+        self._spawn_final(
+            session_id, self._deliver(active.topic_id, failed, streaming=active.streaming)
+        )
 
     async def on_event(self, client: OpenCodeClient, event: ev.Event) -> None:
         session_id = getattr(event, "session_id", None)
@@ -208,7 +220,7 @@ class TurnTracker:
         if _turns_idle(event):
             del self._turns[session_id]
             self._remember_user_messages(active.snapshot)
-            self._spawn(self._finish(active))
+            self._spawn_final(session_id, self._finish(active))
             return
         self._update(active, turns.fold(active.snapshot, event))
 
@@ -254,7 +266,8 @@ class TurnTracker:
 
     async def _deliver(self, topic_id: int, snapshot: TurnSnapshot, *, streaming: bool) -> bool:
         """Hand the final answer to the chat; the journal entry goes once it is delivered (or
-        its topic is gone). Any other failure leaves it for the next start to deliver."""
+        its topic is gone). Any other failure leaves it for the next start to deliver, and is
+        not raised: the caller (a server crash being handled, a recovery, a prompt) goes on."""
         failed = snapshot.phase == TurnPhase.FAILED
         self._metrics.turn_ended(failed=failed)
         self._states.turn_ended(topic_id, failed=failed)
@@ -264,13 +277,25 @@ class TurnTracker:
             log.info("the answer of %s has no topic to go to any more", snapshot.session_id)
             await self._journal.finished(snapshot.session_id)
             return False
+        except Exception:
+            log.exception(
+                "the final answer of %s was not delivered; it stays owed", snapshot.session_id
+            )
+            return False
         await self._journal.finished(snapshot.session_id)
         return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+    def is_delivering(self, session_id: str) -> bool:
+        """The session's turn has ended and its final answer is on its way (it is still in the
+        journal until delivered: a reconciliation must not deliver it a second time)."""
+        return session_id in self._delivering
+
+    def _spawn_final(self, session_id: str, coro: Coroutine[Any, Any, object]) -> None:
+        self._delivering.add(session_id)
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda _: self._delivering.discard(session_id))
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
