@@ -68,7 +68,7 @@ def test_button_data_round_trips_and_fits_64_bytes() -> None:
             "tok-123_abc", "a"
         ),
         callbacks.question_data("tok", 3): callbacks.QuestionPress("tok", 3),
-        callbacks.stop_data(session): callbacks.StopPress(session),
+        callbacks.stop_data(session, "a1b2c3"): callbacks.StopPress(session, "a1b2c3"),
         callbacks.link_data(project_key("demo")): callbacks.LinkPress(project_key("demo")),
         callbacks.open_data(project_key("demo")): callbacks.OpenPress(project_key("demo")),
         callbacks.connect_data(session): callbacks.ConnectPress(session),

@@ -1,7 +1,8 @@
 """Inline-button callback data: short tokens (≤ 64 bytes) pointing at stored state.
 
 p:<token>:<o|a|r>  permission reply        q:<token>:<i>  question option
-x:<session id>     stop the running turn    l:<key>        link this topic to a project (picker)
+x:<session>:<n>    stop the turn (n: its  l:<key>        link this topic to a project (picker)
+                   progress message's nonce)
 o:<key>            open a project's topic   c:<session id> connect a session to a new topic
 b:<token>:<action> a /ls browser button: e<i> entry, u back, n/p next/previous page, z zip
 d:<token>          a final answer's Diff button
@@ -34,6 +35,7 @@ class QuestionPress:
 @dataclass(frozen=True)
 class StopPress:
     session_id: str
+    nonce: str  # of the progress message the button was sent with: an old Stop stops nothing
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ def question_data(token: str, option: int) -> str:
     return _checked(f"q:{token}:{option}")
 
 
-def stop_data(session_id: str) -> str:
-    return _checked(f"x:{session_id}")
+def stop_data(session_id: str, nonce: str) -> str:
+    return _checked(f"x:{session_id}:{nonce}")
 
 
 def link_data(key: str) -> str:
@@ -113,8 +115,8 @@ def parse(data: str | None) -> Press | None:
             return PermissionPress(token, choice)
         case ["q", token, option] if token and option.isdigit() and len(option) < 4:
             return QuestionPress(token, int(option))
-        case ["x", session_id] if _SESSION.fullmatch(session_id):
-            return StopPress(session_id)
+        case ["x", session_id, nonce] if _SESSION.fullmatch(session_id) and _TOKEN.fullmatch(nonce):
+            return StopPress(session_id, nonce)
         case ["l", key] if _KEY.fullmatch(key):
             return LinkPress(key)
         case ["o", key] if _KEY.fullmatch(key):

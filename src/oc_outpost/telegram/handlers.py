@@ -518,7 +518,7 @@ class Handlers:
         if isinstance(press, callbacks.LinkPress) and (topic is None or message is None):
             press = None  # the picker only lives in a topic
         if isinstance(press, callbacks.StopPress) and not self._chat.is_live_progress(
-            message.message_id if message is not None else 0, press.session_id
+            message.message_id if message is not None else 0, query.data or ""
         ):
             press = None  # the Stop button of an old progress message stops nothing
         await self._chat.answer_callback(query.id, _acknowledgement(press))
@@ -544,7 +544,7 @@ class Handlers:
                 )
             case callbacks.QuestionPress(token, option):
                 outcome = await self._controller.answer_question(token, option, person, pressed_on)
-            case callbacks.StopPress(session_id):
+            case callbacks.StopPress(session_id, _):
                 outcome = await self._controller.stop_turn(session_id, person)
             case callbacks.LinkPress(key):
                 assert topic is not None and message is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,10 @@ def _entities(part: Formatted) -> list[MessageEntity]:
         MessageEntity(e.type, e.offset, e.length, url=e.url, language=e.language)
         for e in part.entities
     ]
+
+
+def _stop_data(markup: InlineKeyboardMarkup) -> str | None:
+    return markup.inline_keyboard[0][0].callback_data  # type: ignore[return-value]
 
 
 def _not_modified(exc: BadRequest) -> bool:
@@ -305,10 +310,11 @@ class TelegramChat:
         markup = self._stop_markup(turn.session_id)
         self._progress[turn.turn_id] = _Progress(topic_id, turn, markup, message_id=message_id)
 
-    def is_live_progress(self, message_id: int, session_id: str) -> bool:
-        """Whether ``message_id`` shows a running turn of the session (its Stop button counts)."""
+    def is_live_progress(self, message_id: int, stop_data: str) -> bool:
+        """Whether ``message_id`` shows a running turn with exactly this Stop button: an old
+        turn's button, or one forged onto another message, stops nothing."""
         return any(
-            p.message_id == message_id and p.turn.session_id == session_id
+            p.message_id == message_id and _stop_data(p.markup) == stop_data
             for p in self._progress.values()
         )
 
@@ -396,9 +402,11 @@ class TelegramChat:
         if not task.cancelled() and task.exception() is not None:
             log.error("recording a progress message failed", exc_info=task.exception())
 
-    def _stop_markup(self, session_id: str) -> InlineKeyboardMarkup:
-        button = InlineKeyboardButton("⏹ Stop", callback_data=callbacks.stop_data(session_id))
-        return InlineKeyboardMarkup([[button]])
+    @staticmethod
+    def _stop_markup(session_id: str) -> InlineKeyboardMarkup:
+        """A Stop button that only this progress message carries (see `is_live_progress`)."""
+        data = callbacks.stop_data(session_id, secrets.token_hex(3))
+        return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=data)]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
         # The Diff button goes on the summary line when the progress message shows one.
