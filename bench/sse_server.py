@@ -1,6 +1,6 @@
 """A local HTTP server that plays a scaled recorded turn as OpenCode's `/global/event` stream.
 
-    python bench/sse_server.py --port 4567 --events 100000 --interval-us 60
+    python bench/sse_server.py --port 4567 --events 100000 --interval-us 500
 
 Run as a separate process by `bench/event_bench.py --transport tcp`, so the bench process's CPU
 is the bot's alone. Each frame is one HTTP chunk, written with TCP_NODELAY and followed by a
@@ -13,6 +13,7 @@ connection then stays open until the client closes it. `GET /session/{id}/messag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -30,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--interval-us", type=float, default=60.0)
+    parser.add_argument("--interval-us", type=float, default=500.0)
     arguments = parser.parse_args()
     turn = scaled_turn(arguments.events)
     with socket.create_server(("127.0.0.1", arguments.port)) as server:
@@ -47,6 +48,12 @@ def main() -> None:
 
 def serve_connection(connection: socket.socket, turn: Turn, interval_s: float) -> None:
     connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # the bench may hang up before the turn's last frames: it has what it measures
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve_requests(connection, turn, interval_s)
+
+
+def serve_requests(connection: socket.socket, turn: Turn, interval_s: float) -> None:
     with connection, connection.makefile("rb") as reader:
         while path := read_request(reader):
             if path.startswith("/global/event"):

@@ -79,7 +79,7 @@ SHUTDOWN_FLUSH_S = 10.0
 
 @dataclass(frozen=True)
 class RunOptions:
-    poll_timeout_s: int = 10
+    poll_timeout_s: int = 30  # long polls: an idle bot asks Telegram twice a minute
     stream_watchdog_s: float = 30.0  # no event (heartbeats come every 10 s) = dead stream
     # Leave the managed servers running at shutdown; the next start adopts them (bot upgrades).
     keep_servers_running: bool = False

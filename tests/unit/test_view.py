@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, cast
@@ -53,17 +55,22 @@ async def settle() -> None:
     await asyncio.sleep(0.3)
 
 
-async def test_a_burst_of_snapshots_is_drawn_once_from_the_newest() -> None:
-    bot = GatedBot()
+@asynccontextmanager
+async def chat_on(bot: GatedBot, now: float = 0.0) -> AsyncIterator[TelegramChat]:
     outbox = Outbox(cast(Bot, bot), LIMITS)
-    chat = TelegramChat(outbox, CHAT, GoneTopics(), NoProgressLog(), clock=lambda: 0.0)
     outbox.start()
     try:
+        yield TelegramChat(outbox, CHAT, GoneTopics(), NoProgressLog(), clock=lambda: now)
+    finally:
+        await outbox.close(1.0)
+
+
+async def test_a_burst_of_snapshots_is_drawn_once_from_the_newest() -> None:
+    bot = GatedBot()
+    async with chat_on(bot) as chat:
         for index in range(1000):
             chat.show_progress(TOPIC, snapshot(f"answer {index}"))
         await settle()
-    finally:
-        await outbox.close(1.0)
     assert len(bot.calls) == 1
     kind, text = bot.calls[0]
     assert kind == "send" and text.endswith("answer 999")
@@ -71,10 +78,7 @@ async def test_a_burst_of_snapshots_is_drawn_once_from_the_newest() -> None:
 
 async def test_snapshots_that_arrive_while_a_call_is_out_are_shown_next() -> None:
     bot = GatedBot()
-    outbox = Outbox(cast(Bot, bot), LIMITS)
-    chat = TelegramChat(outbox, CHAT, GoneTopics(), NoProgressLog(), clock=lambda: 0.0)
-    outbox.start()
-    try:
+    async with chat_on(bot) as chat:
         bot.gate.clear()
         chat.show_progress(TOPIC, snapshot("first"))
         await asyncio.sleep(0.05)  # the send is on its way
@@ -82,8 +86,6 @@ async def test_snapshots_that_arrive_while_a_call_is_out_are_shown_next() -> Non
         chat.show_progress(TOPIC, snapshot("third"))
         bot.gate.set()
         await settle()
-    finally:
-        await outbox.close(1.0)
     assert [(kind, text.rsplit("\n", 1)[-1]) for kind, text in bot.calls] == [
         ("send", "first"),
         ("edit", "third"),
@@ -92,10 +94,7 @@ async def test_snapshots_that_arrive_while_a_call_is_out_are_shown_next() -> Non
 
 async def test_the_summary_is_the_last_word_even_after_a_late_snapshot() -> None:
     bot = GatedBot()
-    outbox = Outbox(cast(Bot, bot), LIMITS)
-    chat = TelegramChat(outbox, CHAT, GoneTopics(), NoProgressLog(), clock=lambda: 9.0)
-    outbox.start()
-    try:
+    async with chat_on(bot, now=9.0) as chat:
         chat.show_progress(TOPIC, snapshot("streaming"))
         await settle()
         bot.gate.clear()
@@ -112,8 +111,6 @@ async def test_the_summary_is_the_last_word_even_after_a_late_snapshot() -> None
         bot.gate.set()
         await asyncio.wait_for(final, 2.0)
         await settle()
-    finally:
-        await outbox.close(1.0)
     edits = [text for kind, text in bot.calls if kind == "edit"]
     assert edits[-1].startswith("✅ Done in 9s")
     assert not any("late" in text for text in edits)

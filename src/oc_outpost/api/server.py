@@ -235,7 +235,7 @@ def _describe(error: Any) -> str:
 class _QuietServer(uvicorn.Server):
     """uvicorn whose main loop sleeps until it is asked to stop. uvicorn's own wakes up ten
     times a second (to look for a shutdown and refresh the Date header, which is off here),
-    which is most of what an idle bot would otherwise spend."""
+    ten wake-ups a second for nothing in a bot that waits."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)

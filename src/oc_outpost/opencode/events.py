@@ -41,6 +41,11 @@ def _prop(*path: str) -> Any:
     return _at("properties", *path)
 
 
+def _prop_either(*keys: str) -> Any:
+    """A value in an event's `properties` under the first of `keys` that is there."""
+    return Field(validation_alias=AliasChoices(*(AliasPath("properties", key) for key in keys)))
+
+
 def _tag(value: str) -> Any:
     """The discriminator field `type` (keyword-only, so a dataclass is built without it)."""
     return field(default=value, kw_only=True, repr=False)
@@ -311,61 +316,45 @@ class PartDelta:
     type: Literal["message.part.delta"] = _tag("message.part.delta")
 
 
+class _Asked:
+    """An asked event's session and request id, which are its request's."""
+
+    request: PermissionRequest | QuestionRequest
+
+    @property
+    def session_id(self) -> str:
+        return self.request.session_id
+
+    @property
+    def request_id(self) -> str:
+        return self.request.id
+
+
 @dataclass(frozen=True)
-class PermissionAsked:
+class PermissionAsked(_Asked):
     """The agent waits for a permission; `PermissionAsked(request)` is the event for a request
     listed by `GET /permission` (asked while nobody was listening)."""
 
     request: Annotated[PermissionRequest, _at("properties")]
     type: Literal["permission.asked"] = _tag("permission.asked")
 
-    @property
-    def session_id(self) -> str:
-        return self.request.session_id
-
-    @property
-    def request_id(self) -> str:
-        return self.request.id
-
 
 @dataclass(frozen=True)
 class PermissionReplied:
     # 0.x servers said permissionID/response; 1.18 says requestID/reply.
     session_id: SessionId
-    request_id: Annotated[
-        str,
-        Field(
-            validation_alias=AliasChoices(
-                AliasPath("properties", "requestID"), AliasPath("properties", "permissionID")
-            )
-        ),
-    ]
-    reply: Annotated[
-        str,
-        Field(
-            validation_alias=AliasChoices(
-                AliasPath("properties", "reply"), AliasPath("properties", "response")
-            )
-        ),
-    ]
+    request_id: Annotated[str, _prop_either("requestID", "permissionID")]
+    reply: Annotated[str, _prop_either("reply", "response")]
     type: Literal["permission.replied"] = _tag("permission.replied")
 
 
 @dataclass(frozen=True)
-class QuestionAsked:
+class QuestionAsked(_Asked):
     """The agent asks the user; `QuestionAsked(request)` is the event for a request listed by
     `GET /question`."""
 
     request: Annotated[QuestionRequest, _at("properties")]
     type: Literal["question.asked"] = _tag("question.asked")
-
-    @property
-    def session_id(self) -> str:
-        return self.request.session_id
-
-    @property
-    def request_id(self) -> str:
-        return self.request.id
 
 
 @dataclass(frozen=True)

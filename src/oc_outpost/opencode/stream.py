@@ -209,7 +209,8 @@ class _ReadPacer:
 
     Whether a chunk came from the socket or from what httpx had already read is told by a
     callback queued before asking for it: it runs only if the event loop went round, which
-    reading the socket does and taking a buffered chunk does not.
+    reading the socket does and taking a buffered chunk does not. On a quiet stream there is
+    nothing to tell: the next chunk comes from the socket, and no pause follows it.
     """
 
     BUSY_S = 1.0  # a read this soon after the previous one means the stream is busy
@@ -224,8 +225,10 @@ class _ReadPacer:
         self._bytes = 0  # since the last read from the socket
 
     def reading(self) -> None:
-        self._went_round = False
-        self._loop.call_soon(self._round)
+        quiet = self._loop.time() - self._last_read >= self.BUSY_S
+        self._went_round = quiet
+        if not quiet:
+            self._loop.call_soon(self._round)
 
     def _round(self) -> None:
         self._went_round = True
