@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from telegram import Update
@@ -19,6 +21,7 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.controller import Controller, ControllerConfig
+from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
 from oc_outpost.core.prompting import Prompter
@@ -43,6 +46,7 @@ from oc_outpost.servers.registry import ServerRegistry
 from oc_outpost.servers.streams import EventStreams
 from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
+from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
@@ -281,6 +285,10 @@ def build_core(
     # core's front door
     linker = Linker(registry, bindings, chat)
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
+    model_state = opencode_state_file(dict(os.environ), Path.home())
+    controls = Controls(
+        bindings, registry, ControlTokenStore(topic_db), lambda: read_model_state(model_state)
+    )
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
@@ -307,6 +315,7 @@ def build_core(
             journal=journal,
         ),
         gone_topics=gone_topics,
+        controls=controls,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

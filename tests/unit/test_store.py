@@ -130,7 +130,12 @@ async def test_topic_db_is_created_with_tables_and_indexes(
     topic_db: Database, topic_db_path: Path
 ) -> None:
     assert await asyncio.to_thread(topic_db_path.is_file)
-    assert await names(topic_db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+    assert await names(topic_db, "table") == {
+        "topic_mappings",
+        "pending_requests",
+        "bot_state",
+        "control_tokens",
+    }
     assert {
         "idx_topic_mappings_chat_id",
         "idx_topic_mappings_session_id",
@@ -165,7 +170,12 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
             assert await db.pragma("user_version") == len(TOPIC_MIGRATIONS)
             assert len(await TopicStore(db).by_chat(CHAT)) == 1
             assert await BotStateStore(db).get_update_offset() == 42
-            assert await names(db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+            assert await names(db, "table") == {
+                "topic_mappings",
+                "pending_requests",
+                "bot_state",
+                "control_tokens",
+            }
 
 
 async def test_new_migration_is_applied_on_reopen(tmp_path: Path) -> None:

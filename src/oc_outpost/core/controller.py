@@ -17,6 +17,7 @@ from pathlib import Path
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, ProjectEntry, TopicGone
+from oc_outpost.core.controls import Chosen, Controls, Menu
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
@@ -67,6 +68,7 @@ class Controller:
         unlinker: Unlinker,
         recovery: StartupRecovery,
         gone_topics: GoneTopics,
+        controls: Controls,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -81,6 +83,7 @@ class Controller:
         self._unlinker = unlinker
         self._recovery = recovery
         self._gone_topics = gone_topics
+        self._controls = controls
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -368,6 +371,24 @@ class Controller:
         binding = self._require_binding(topic_id)
         assert binding.session_id is not None
         return await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
+
+    # --- model, variant and agent -------------------------------------------------------------
+
+    async def model_menu(self, topic_id: int | None, query: str = "") -> Menu:
+        return await self._controls.model_menu(self._require_binding(topic_id), query)
+
+    async def agent_menu(self, topic_id: int | None) -> Menu:
+        return await self._controls.agent_menu(self._require_binding(topic_id))
+
+    async def set_agent(self, topic_id: int | None, name: str) -> str:
+        """`/plan`, `/build`, `/agent <name>`: switch the topic's agent directly."""
+        await self._controls.set_agent(self._require_binding(topic_id), name)
+        return f"🤖 Agent: {name}. Your next messages go to it."
+
+    async def press_control(self, topic_id: int | None, token: str, who: str) -> Menu | Chosen:
+        if topic_id is None:
+            raise BadRequest("This button only works in a project topic.")
+        return await self._controls.press(topic_id, token, who)
 
     async def status(self) -> StatusReport:
         return StatusReport(

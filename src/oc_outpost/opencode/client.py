@@ -16,6 +16,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from oc_outpost.logs import hide
+from oc_outpost.opencode.catalog import Agent, ProviderList
 from oc_outpost.opencode.errors import (
     OpenCodeError,
     OpenCodeResponseError,
@@ -49,6 +50,8 @@ _QUESTIONS = TypeAdapter(list[QuestionRequest])
 _SESSION = TypeAdapter(Session)
 _HEALTH = TypeAdapter(Health)
 _BOOL = TypeAdapter(bool)
+_PROVIDERS = TypeAdapter(ProviderList)
+_AGENTS = TypeAdapter(list[Agent])
 
 
 class OpenCodeClient:
@@ -147,6 +150,7 @@ class OpenCodeClient:
         *,
         model: tuple[str, str] | None = None,
         agent: str | None = None,
+        variant: str | None = None,
     ) -> None:
         """Queue a prompt (204 at once); follow the event stream for the answer.
 
@@ -158,6 +162,8 @@ class OpenCodeClient:
             payload["model"] = {"providerID": model[0], "modelID": model[1]}
         if agent is not None:
             payload["agent"] = agent
+        if variant is not None:
+            payload["variant"] = variant
         await self._request("POST", f"/session/{session_id}/prompt_async", json=payload)
 
     async def abort(self, session_id: str) -> bool:
@@ -197,6 +203,21 @@ class OpenCodeClient:
     async def list_questions(self) -> list[QuestionRequest]:
         body = await self._request("GET", "/question")
         return self._parse(_QUESTIONS, body, "GET /question")
+
+    async def providers(self) -> ProviderList:
+        """The configured providers with their models, and each provider's default model."""
+        body = await self._request("GET", "/config/providers")
+        return self._parse(_PROVIDERS, body, "GET /config/providers")
+
+    async def default_model(self) -> str | None:
+        """The configured default model ("provider/model" from `GET /config`), if set."""
+        body = await self._request("GET", "/config")
+        model = body.get("model") if isinstance(body, dict) else None
+        return model if isinstance(model, str) else None
+
+    async def agents(self) -> list[Agent]:
+        body = await self._request("GET", "/agent")
+        return self._parse(_AGENTS, body, "GET /agent")
 
     # -- plumbing -------------------------------------------------------------------------------
 

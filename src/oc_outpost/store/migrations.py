@@ -72,4 +72,18 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at INTEGER NOT NULL
     );
     """,
+    """
+    ALTER TABLE topic_mappings ADD COLUMN model TEXT NULL;
+    ALTER TABLE topic_mappings ADD COLUMN variant TEXT NULL;
+    ALTER TABLE topic_mappings ADD COLUMN agent TEXT NULL;
+
+    CREATE TABLE control_tokens (
+        token      TEXT PRIMARY KEY NOT NULL,
+        topic_id   INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        used_by    TEXT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
 )

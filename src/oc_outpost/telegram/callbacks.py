@@ -3,6 +3,7 @@
 p:<token>:<o|a|r>  permission reply        q:<token>:<i>  question option
 x:<session id>     stop the running turn    l:<key>        link this topic to a project (picker)
 o:<key>            open a project's topic   c:<session id> connect a session to a new topic
+k:<token>          a control picker button (model, agent, …; core/controls.py)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 MAX_CALLBACK_BYTES = 64
 _KEY = re.compile(r"[0-9a-f]{12}")
 _SESSION = re.compile(r"ses_[A-Za-z0-9]{1,56}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{4,32}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,20 @@ class ConnectPress:
     session_id: str
 
 
-Press = PermissionPress | QuestionPress | StopPress | LinkPress | OpenPress | ConnectPress
+@dataclass(frozen=True)
+class ControlPress:
+    token: str
+
+
+Press = (
+    PermissionPress
+    | QuestionPress
+    | StopPress
+    | LinkPress
+    | OpenPress
+    | ConnectPress
+    | ControlPress
+)
 
 
 def permission_data(token: str, choice: str) -> str:
@@ -74,6 +89,10 @@ def connect_data(session_id: str) -> str:
     return _checked(f"c:{session_id}")
 
 
+def control_data(token: str) -> str:
+    return _checked(f"k:{token}")
+
+
 def parse(data: str | None) -> Press | None:
     """The press a callback's data describes, or None for anything we did not issue."""
     match (data or "").split(":"):
@@ -89,6 +108,8 @@ def parse(data: str | None) -> Press | None:
             return OpenPress(key)
         case ["c", session_id] if _SESSION.fullmatch(session_id):
             return ConnectPress(session_id)
+        case ["k", token] if _TOKEN.fullmatch(token):
+            return ControlPress(token)
         case _:
             return None
 

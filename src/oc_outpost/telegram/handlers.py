@@ -37,10 +37,12 @@ from telegram.ext import (
 
 from oc_outpost.core.chat import Attachment
 from oc_outpost.core.controller import Controller
+from oc_outpost.core.controls import Chosen, Menu
 from oc_outpost.core.errors import BadRequest, UserError
 from oc_outpost.telegram import callbacks, render
 from oc_outpost.telegram.coalesce import CoalesceConfig, Coalescer, Piece, Sleep, ready
-from oc_outpost.telegram.formatted import plain
+from oc_outpost.telegram.formatted import fit, plain
+from oc_outpost.telegram.keyboards import menu_rows
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ COMMANDS = [
     BotCommand("connect", "Bind an existing session to a new topic"),
     BotCommand("cancel", "Stop the running turn in this topic"),
     BotCommand("stream", "Live progress on or off in this topic"),
+    BotCommand("model", "Choose this topic's model"),
+    BotCommand("agent", "Choose this topic's agent"),
+    BotCommand("plan", "Switch this topic to the plan agent"),
+    BotCommand("build", "Switch this topic to the build agent"),
     BotCommand("session", "This topic's project, server, session and usage"),
     BotCommand("link", "Bind this topic to a project directory"),
     BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
@@ -174,6 +180,10 @@ class Handlers:
             "status": self.status,
             "clear": self.clear,
             "cancel": self.cancel,
+            "model": self.model,
+            "agent": self.agent,
+            "plan": self.plan,
+            "build": self.build,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
@@ -383,6 +393,45 @@ class Handlers:
 
         await self._guarded(topic, run())
 
+    async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def show() -> None:
+            await self._send_menu(topic, await self._controller.model_menu(topic, _args(context)))
+
+        self._background(context, update, topic, show())
+
+    async def agent(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        name = _args(context).strip()
+
+        async def run() -> None:
+            if name:
+                await self._reply(topic, await self._controller.set_agent(topic, name))
+            else:
+                await self._send_menu(topic, await self._controller.agent_menu(topic))
+
+        self._background(context, update, topic, run())
+
+    async def plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._switch_agent(update, context, "plan")
+
+    async def build(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._switch_agent(update, context, "build")
+
+    async def _switch_agent(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, name: str
+    ) -> None:
+        topic = self._where(update)
+
+        async def run() -> None:
+            await self._reply(topic, await self._controller.set_agent(topic, name))
+
+        self._background(context, update, topic, run())
+
+    async def _send_menu(self, topic: int | None, menu: Menu) -> None:
+        await self._chat.send(topic, plain(menu.text), rows=menu_rows(menu) or None)
+
     # --- messages -----------------------------------------------------------------------------
 
     async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -498,7 +547,20 @@ class Handlers:
             case callbacks.ConnectPress(session_id):
                 await self._controller.connect(session_id)
                 outcome = "connected"
+            case callbacks.ControlPress(token):
+                outcome = await self._control_press(topic, token, person, pressed_on)
         log.info("button %s pressed by %s: %s", type(press).__name__, person, outcome)
+
+    async def _control_press(
+        self, topic: int | None, token: str, person: str, message_id: int
+    ) -> str:
+        result = await self._controller.press_control(topic, token, person)
+        if isinstance(result, Chosen):
+            assert topic is not None
+            await self._chat.show_decision(topic, message_id, result.text)
+            return result.text
+        await self._chat.edit(message_id, fit(plain(result.text)), menu_rows(result) or None)
+        return "menu"
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("handler failed", exc_info=context.error)
@@ -520,5 +582,7 @@ def _acknowledgement(press: callbacks.Press | None) -> str:
             return "Opening…"
         case callbacks.ConnectPress():
             return "Connecting…"
+        case callbacks.ControlPress():
+            return "OK"
         case _:
             return "This button is no longer valid."

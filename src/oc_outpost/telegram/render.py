@@ -19,6 +19,7 @@ from oc_outpost.core.replies import (
     StatusReport,
 )
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.model import TopicBinding
 from oc_outpost.telegram.formatted import (
     MESSAGE_LIMIT,
     Formatted,
@@ -180,6 +181,8 @@ TOPIC_HELP = (
     "passed along with their caption. Progress is shown live and the answer arrives as a new "
     "message; permission requests and questions come with buttons.\n\n"
     "/cancel — stop the running turn (or press ⏹ Stop)\n"
+    "/model [part of a name] — choose this topic's model\n"
+    "/agent [name] — choose its agent; /plan and /build switch directly\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
     "/link <path> — bind this topic to another directory\n"
@@ -226,6 +229,13 @@ def status_message(report: StatusReport, budget: Sequence[tuple[str, str]]) -> S
     return join(lines, "\n")
 
 
+def topic_choice(binding: TopicBinding) -> str:
+    model = binding.model or "server default"
+    variant = f" ({binding.variant})" if binding.variant else ""
+    agent = binding.agent or "default"
+    return f"This topic: model {model}{variant} · agent {agent} (/model, /agent)"
+
+
 def session_message(info: SessionDetails) -> Styled:
     binding = info.binding
     lines = [styled(f"📁 {binding.project_path.rstrip('/').rsplit('/', 1)[-1]}", "bold")]
@@ -241,6 +251,7 @@ def session_message(info: SessionDetails) -> Styled:
         lines.append(plain(f"Title: {info.title}"))
     if info.model:
         lines.append(plain(f"Model: {info.model}"))
+    lines.append(plain(topic_choice(binding)))
     if info.input_tokens or info.output_tokens or info.cost:
         lines.append(
             plain(

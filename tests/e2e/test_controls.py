@@ -1,0 +1,98 @@
+"""The daily controls end to end (fake Bot API + real OpenCode + mock LLM): model and agent per
+topic, sent with every prompt, shown in /session, surviving a bot restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.rig.bot_fixtures import RunningBot
+from tests.rig.fake_telegram import StoredMessage
+from tests.rig.mock_llm import MockLLM, Text
+from tests.rig.opencode_bin import MOCK_MODEL_PRO
+
+pytestmark = pytest.mark.timeout(150)
+
+
+async def ask(bot: RunningBot, command: str, expect: str, topic: int | None) -> StoredMessage:
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say(command, topic)
+    return await bot.wait_message(topic, expect, after=before)
+
+
+def labels(message: StoredMessage) -> list[str]:
+    return [str(b["text"]) for b in message.buttons]
+
+
+async def last_user_message(bot: RunningBot, topic: int) -> dict[str, Any]:
+    """The newest user message of the topic's session, as OpenCode stored it."""
+    info = await ask(bot, "/session", "Session: ses_", topic)
+    session_id = (info.text or "").split("Session: ")[1].split()[0]
+    with sqlite3.connect(bot.settings.orchestrator_db_path) as db:
+        port, password = db.execute(
+            "SELECT port, password FROM instances WHERE kind = 'managed' AND state = 'running' "
+            "ORDER BY updated_at DESC"
+        ).fetchone()
+    auth = ("opencode", password) if password else None
+    async with httpx.AsyncClient(timeout=10, auth=auth) as http:
+        response = await http.get(f"http://127.0.0.1:{port}/session/{session_id}/message")
+    assert response.status_code == 200, response.text
+    users = [m["info"] for m in response.json() if m["info"]["role"] == "user"]
+    return dict(users[-1])
+
+
+async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("demo")
+
+    menu = await ask(bot, "/model", "Favourites and recent first", topic)
+    assert "mock/mock-model · Mock" in labels(menu)  # the configured default comes first
+    assert "📦 Mock" in labels(menu)
+    await bot.fake.click(menu.message_id, label="📦 Mock")
+    paged = await bot.fake.wait_for(
+        lambda: (
+            bot.fake.message(menu.message_id)
+            if "page 1 of 1" in (bot.fake.message(menu.message_id).text or "")
+            else None
+        ),
+        what="the provider's models",
+    )
+    assert f"mock/{MOCK_MODEL_PRO} · Mock Pro" in labels(paged)
+
+    # bad input: a clear reply, nothing changes
+    await ask(bot, "/model nothing-like-this", "❌ No model matches “nothing-like-this”", topic)
+    await ask(bot, "/agent nobody", "❌ Unknown agent nobody", topic)
+
+    # filter, then press after a bot restart: the token lives in SQLite
+    filtered = await ask(bot, "/model pro", "Models matching “pro”", topic)
+    assert labels(filtered) == [f"mock/{MOCK_MODEL_PRO} · Mock Pro"]
+    await bot.restart()
+    await bot.fake.click(filtered.message_id, label=f"mock/{MOCK_MODEL_PRO} · Mock Pro")
+    await bot.fake.wait_for(
+        lambda: "🧠 Model: mock/mock-pro" in (bot.fake.message(filtered.message_id).text or ""),
+        what="the model choice shown in the picker",
+    )
+    await ask(bot, "/plan", "🤖 Agent: plan", topic)
+
+    llm.when("which model answers", Text("the pro one"))
+    await bot.say("which model answers?", topic)
+    await bot.wait_message(topic, "the pro one")
+    assert llm.agent_requests[-1]["model"] == MOCK_MODEL_PRO
+    stored = await last_user_message(bot, topic)
+    assert stored["agent"] == "plan"
+    assert stored["model"]["modelID"] == MOCK_MODEL_PRO
+
+    info = await ask(bot, "/session", "This topic: model mock/mock-pro", topic)
+    assert "agent plan" in (info.text or "")
+
+    agents = await ask(bot, "/agent", "Agent for this topic: plan", topic)
+    assert {"✅ plan", "build"} <= set(labels(agents))
+    assert "compaction" not in labels(agents)  # hidden agents are not offered
+    await bot.fake.click(agents.message_id, label="build")
+    await bot.fake.wait_for(
+        lambda: "🤖 Agent: build" in (bot.fake.message(agents.message_id).text or ""),
+        what="the agent choice",
+    )
+    await ask(bot, "/help", "/model [part of a name]", topic)

@@ -1,0 +1,73 @@
+"""Control buttons and per-topic choices: tokens used once, choices stored with the binding,
+OpenCode's favourites read from its state file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from oc_outpost.core.controls import opencode_state_file, read_model_state
+from oc_outpost.core.prompting import choice_of
+from oc_outpost.model import TopicBinding
+from oc_outpost.store.control_tokens import ControlTokenStore
+from oc_outpost.store.db import Database
+from oc_outpost.store.migrations import TOPIC_MIGRATIONS
+from oc_outpost.store.topics import TopicStore
+from oc_outpost.telegram import callbacks
+
+
+async def test_a_control_token_is_used_once_and_survives_a_reopen(tmp_path: Path) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        token = await ControlTokenStore(db).create(7, "model", "mock/mock-pro")
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        store = ControlTokenStore(db)
+        again = await store.get(token.token)
+        assert again is not None and (again.topic_id, again.value) == (7, "mock/mock-pro")
+        assert await store.use(token.token, "Ann") is True
+        assert await store.use(token.token, "Bob") is False  # a replayed press
+        used = await store.get(token.token)
+        assert used is not None and used.used_by == "Ann"
+    assert callbacks.parse(callbacks.control_data(token.token)) == callbacks.ControlPress(
+        token.token
+    )
+
+
+async def test_the_choice_is_stored_with_the_binding_and_sent_with_prompts(
+    tmp_path: Path,
+) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        store = TopicStore(db)
+        binding = TopicBinding(
+            chat_id=1,
+            topic_id=2,
+            project_path="/p",
+            created_at=0,
+            updated_at=0,
+            session_id="ses_1",
+            model="mock/mock-pro",
+            variant="high",
+            agent="plan",
+        )
+        await store.save(binding)
+        loaded = await store.get(1, 2)
+    assert loaded is not None
+    assert choice_of(loaded) == {"model": ("mock", "mock-pro"), "agent": "plan", "variant": "high"}
+
+
+def test_favourites_then_recent_from_opencode_state(tmp_path: Path) -> None:
+    path = opencode_state_file({"XDG_STATE_HOME": str(tmp_path)}, Path("/nowhere"))
+    assert path == tmp_path / "opencode" / "model.json"
+    assert read_model_state(path) == []
+    path.parent.mkdir()
+    path.write_text(
+        json.dumps(
+            {
+                "recent": [
+                    {"providerID": "a", "modelID": "x"},
+                    {"providerID": "b", "modelID": "y"},
+                ],
+                "favorite": [{"providerID": "b", "modelID": "y"}],
+            }
+        )
+    )
+    assert read_model_state(path) == ["b/y", "a/x"]
