@@ -4,12 +4,14 @@ topic, sent with every prompt, shown in /session, surviving a bot restart."""
 from __future__ import annotations
 
 import sqlite3
+import struct
+import zlib
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.rig.bot_fixtures import RunningBot
+from tests.rig.bot_fixtures import RunningBot, texts
 from tests.rig.fake_telegram import StoredMessage
 from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.opencode_bin import MOCK_MODEL_PRO
@@ -21,6 +23,20 @@ async def ask(bot: RunningBot, command: str, expect: str, topic: int | None) -> 
     before = len(bot.fake.bot_messages(topic))
     await bot.say(command, topic)
     return await bot.wait_message(topic, expect, after=before)
+
+
+def tiny_png() -> bytes:
+    """A valid 1×1 PNG (OpenCode decodes images it is given)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def labels(message: StoredMessage) -> list[str]:
@@ -61,6 +77,12 @@ async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
     )
     assert f"mock/{MOCK_MODEL_PRO} · Mock Pro" in labels(paged)
 
+    # the default model cannot read images: a photo gets a warning, and is still sent
+    llm.when("look at this", Text("looked"))
+    await bot.say("look at this", topic, document=("dot.png", tiny_png()))
+    await bot.wait_message(topic, "⚠️ The model mock/mock-model cannot read images")
+    await bot.wait_message(topic, "looked")
+
     # bad input: a clear reply, nothing changes
     await ask(bot, "/model nothing-like-this", "❌ No model matches “nothing-like-this”", topic)
     await ask(bot, "/agent nobody", "❌ Unknown agent nobody", topic)
@@ -79,6 +101,10 @@ async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
     llm.when("which model answers", Text("the pro one"))
     await bot.say("which model answers?", topic)
     await bot.wait_message(topic, "the pro one")
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say("look at this", topic, document=("dot.png", tiny_png()))
+    await bot.wait_message(topic, "looked", after=before)
+    assert not any("cannot read images" in t for t in texts(bot.fake.bot_messages(topic)[before:]))
     assert llm.agent_requests[-1]["model"] == MOCK_MODEL_PRO
     stored = await last_user_message(bot, topic)
     assert stored["agent"] == "plan"

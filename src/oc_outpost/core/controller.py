@@ -188,6 +188,10 @@ class Controller:
         if binding is None:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
             return
+        if any(a.mime.startswith("image/") for a in attachments):
+            warning = await self._controls.image_warning(binding)
+            if warning is not None:
+                await self._chat.notify(topic_id, warning)
         await self._prompter.send(binding, text, tuple(attachments))
 
     async def topic_created(self, topic_id: int) -> None:

@@ -177,6 +177,20 @@ class Controls:
         ref = binding.model or next(iter(providers.defaults()), None)
         return None if ref is None else all_models(providers).get(ref)
 
+    async def image_warning(self, binding: TopicBinding) -> str | None:
+        """A warning when the topic's model cannot read images (None: it can, or unknown)."""
+        try:
+            model = await self.model_details(binding)
+        except Unavailable as exc:
+            log.info("could not check the model's image support: %s", exc)
+            return None
+        if model is None or model.capabilities.input.image:
+            return None
+        return (
+            f"⚠️ The model {model.provider_id}/{model.id} cannot read images; "
+            "it gets the file but may not see it. /model chooses another."
+        )
+
     # --- agents -------------------------------------------------------------------------------
 
     async def agent_menu(self, binding: TopicBinding) -> Menu:
