@@ -22,6 +22,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
+from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
 from oc_outpost.core.prompting import Prompter
@@ -30,6 +31,7 @@ from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import InstanceKind, InstanceState
@@ -48,6 +50,7 @@ from oc_outpost.servers.supervisor import Supervisor
 from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
+from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 from oc_outpost.store.pending import PendingStore
@@ -264,7 +267,8 @@ def build_core(
 
     # core's side of the OpenCode events: built first, the servers report to it
     bindings = Bindings(TopicStore(topic_db), s.telegram_chat_id)
-    tracker = TurnTracker(chat, bindings, journal, metrics=metrics)
+    turn_ends = TurnEnds()
+    tracker = TurnTracker(chat, bindings, journal, metrics=metrics, ends=turn_ends)
     approvals = Approvals(chat, PendingStore(topic_db))
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
@@ -285,15 +289,19 @@ def build_core(
     # core's front door
     linker = Linker(registry, bindings, chat)
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
-    model_state = opencode_state_file(dict(os.environ), Path.home())
-    controls = Controls(
-        bindings, registry, ControlTokenStore(topic_db), lambda: read_model_state(model_state)
+    prompter = Prompter(registry, tracker, chat)
+    tokens = ControlTokenStore(topic_db)
+    held = HeldMessages(
+        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends
     )
+    model_state = opencode_state_file(dict(os.environ), Path.home())
+    controls = Controls(bindings, registry, tokens, lambda: read_model_state(model_state), held)
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
             auto_create_dirs=s.auto_create_project_dirs,
             setup_wait_s=s.startup_timeout_s,
+            busy_policy=s.busy_policy,
         ),
         chat=chat,
         bindings=bindings,
@@ -301,7 +309,7 @@ def build_core(
         tracker=tracker,
         approvals=approvals,
         linker=linker,
-        prompter=Prompter(registry, tracker, chat),
+        prompter=prompter,
         catalog=catalog,
         registrations=Registrations(registry, bindings, linker, chat, s.project_base_path),
         unlinker=Unlinker(
@@ -316,6 +324,7 @@ def build_core(
         ),
         gone_topics=gone_topics,
         controls=controls,
+        held=held,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

@@ -122,3 +122,69 @@ async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
         what="the agent choice",
     )
     await ask(bot, "/help", "/model [part of a name]", topic)
+
+
+SLOW = Text("the slow answer is finally done now", chunk_size=2, delay_s=0.4)
+
+
+async def start_slow_turn(bot: RunningBot, llm: MockLLM, topic: int, prompt: str) -> None:
+    llm.when(prompt, SLOW)
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say(prompt, topic)
+    await bot.wait_message(topic, "Working", after=before)
+
+
+def user_prompts(llm: MockLLM) -> list[str]:
+    """The newest user text of each model request, in order."""
+    prompts = []
+    for body in llm.agent_requests:
+        users = [m for m in body["messages"] if m.get("role") == "user"]
+        content = users[-1]["content"] if users else ""
+        prompts.append(content if isinstance(content, str) else str(content))
+    return prompts
+
+
+async def test_messages_while_busy_are_held_in_order_dropped_or_sent_now(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    topic = await bot.new_topic("busy")
+    llm.when("first held", Text("answer one"))
+    llm.when("second held", Text("answer two"))
+    llm.when("urgent held", Text("answer urgent"))
+    await start_slow_turn(bot, llm, topic, "slow one")
+
+    await ask(bot, "first held", "⏳ Queued (1)", topic)
+    await ask(bot, "second held", "⏳ Queued (2)", topic)
+    third = await ask(bot, "third held", "⏳ Queued (3)", topic)
+    await bot.fake.click(third.message_id, label="🗑 Drop")
+    await bot.fake.wait_for(
+        lambda: "🗑 Dropped" in (bot.fake.message(third.message_id).text or ""), what="drop"
+    )
+    await bot.wait_message(topic, "the slow answer is finally done now")
+    one = await bot.wait_message(topic, "answer one")
+    two = await bot.wait_message(topic, "answer two")
+    assert one.message_id < two.message_id
+    prompts = user_prompts(llm)
+    assert not any("third held" in p for p in prompts)
+    first = next(i for i, p in enumerate(prompts) if "first held" in p)
+    second = next(i for i, p in enumerate(prompts) if "second held" in p)
+    assert first < second
+
+    # Send now: the running turn is stopped, then the held message goes out
+    await start_slow_turn(bot, llm, topic, "slow two")
+    urgent = await ask(bot, "urgent held", "⏳ Queued (1)", topic)
+    await bot.fake.click(urgent.message_id, label="▶ Send now")
+    await bot.wait_message(topic, "answer urgent")
+    assert "📤 Sent" in (bot.fake.message(urgent.message_id).text or "")
+    finals = texts(bot.fake.bot_messages(topic))
+    assert not any("the slow answer is finally done now" in t for t in finals[-3:])
+
+
+async def test_a_held_message_survives_a_bot_restart(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("kept")
+    llm.when("kept across", Text("answer kept"))
+    await start_slow_turn(bot, llm, topic, "slow one")
+    await ask(bot, "kept across the restart", "⏳ Queued (1)", topic)
+    await bot.restart()
+    await bot.wait_message(topic, "answer kept", within_s=60)
+    assert any("kept across the restart" in p for p in user_prompts(llm))

@@ -135,6 +135,7 @@ async def test_topic_db_is_created_with_tables_and_indexes(
         "pending_requests",
         "bot_state",
         "control_tokens",
+        "held_messages",
     }
     assert {
         "idx_topic_mappings_chat_id",

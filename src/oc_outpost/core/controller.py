@@ -13,12 +13,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, ProjectEntry, TopicGone
-from oc_outpost.core.controls import Chosen, Controls, Menu
+from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
+from oc_outpost.core.controls import Chosen, Controls
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
+from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
 from oc_outpost.core.pickers import Pickers
@@ -49,6 +51,7 @@ class ControllerConfig:
     project_base: Path
     auto_create_dirs: bool = True
     setup_wait_s: float = 60.0  # how long a message waits for its topic's /new to finish
+    busy_policy: Literal["queue", "steer"] = "queue"
 
 
 class Controller:
@@ -69,6 +72,7 @@ class Controller:
         recovery: StartupRecovery,
         gone_topics: GoneTopics,
         controls: Controls,
+        held: HeldMessages,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -84,6 +88,7 @@ class Controller:
         self._recovery = recovery
         self._gone_topics = gone_topics
         self._controls = controls
+        self._held = held
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -100,6 +105,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self._recover(), name="recover-open-turns"),
             asyncio.create_task(self._unlink_gone_topics(), name="unlink-gone-topics"),
+            asyncio.create_task(self._held.run(), name="send-held-messages"),
         ]
 
     async def stop(self) -> None:
@@ -111,6 +117,7 @@ class Controller:
     async def _recover(self) -> None:
         try:
             await self._recovery.run()
+            await self._held.resume()
         except Exception:
             log.exception("catching up after the bot restart failed")
 
@@ -188,11 +195,23 @@ class Controller:
         if binding is None:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
             return
+        if self._holds(binding, attachments):
+            await self._held.hold(binding, text)
+            return
         if any(a.mime.startswith("image/") for a in attachments):
             warning = await self._controls.image_warning(binding)
             if warning is not None:
                 await self._chat.notify(topic_id, warning)
         await self._prompter.send(binding, text, tuple(attachments))
+
+    def _holds(self, binding: TopicBinding, attachments: Sequence[Attachment]) -> bool:
+        """A text typed while the session is busy waits in the bot (BUSY_POLICY=queue)."""
+        return (
+            self._config.busy_policy == "queue"
+            and not attachments
+            and binding.session_id is not None
+            and self._tracker.is_busy(binding.session_id)
+        )
 
     async def topic_created(self, topic_id: int) -> None:
         """A person created a topic in the app: offer the picker right away."""

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.chat import Button, Menu
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
+from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.linking import SERVER_ERRORS
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.catalog import Agent, Provider, ProviderList, ProviderModel
@@ -31,18 +33,6 @@ PAGE_SIZE = 8
 QUICK_MODELS = 6
 LABEL_CHARS = 40
 MODEL, PROVIDER, TOP, AGENT = "model", "provider", "top", "agent"
-
-
-@dataclass(frozen=True)
-class Button:
-    label: str
-    token: str
-
-
-@dataclass(frozen=True)
-class Menu:
-    text: str
-    rows: tuple[tuple[Button, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -110,7 +100,9 @@ class Controls:
         registry: ServerRegistry,
         tokens: ControlTokenStore,
         model_state: Callable[[], list[str]],
+        held: HeldMessages,
     ) -> None:
+        self._held = held
         self._bindings = bindings
         self._registry = registry
         self._tokens = tokens
@@ -233,6 +225,10 @@ class Controls:
                     return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
                 await self.set_agent(binding, control.value)
                 return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
+            case "send_now" | "drop":
+                if not await self._tokens.use(token, who):
+                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
+                return Chosen(await self._held.press(control.kind, int(control.value), who))
             case other:
                 raise NotFound(f"This button ({other}) is no longer valid.")
 

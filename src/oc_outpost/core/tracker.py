@@ -18,6 +18,7 @@ from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
@@ -47,8 +48,10 @@ class TurnTracker:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        ends: TurnEnds | None = None,
     ) -> None:
         self._chat = chat
+        self._ends = ends or TurnEnds()
         self._bindings = bindings
         self._journal = journal
         self._clock = clock
@@ -252,6 +255,7 @@ class TurnTracker:
             await self._journal.finished(snapshot.session_id)
             return False
         await self._journal.finished(snapshot.session_id)
+        self._ends.ended(snapshot.session_id)
         return True
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:

@@ -85,5 +85,17 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
         used_by    TEXT NULL,
         created_at INTEGER NOT NULL
     );
+
+    CREATE TABLE held_messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic_id   INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        status     TEXT NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'sent', 'dropped')),
+        urgent     INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1)),
+        message_id INTEGER NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idx_held_messages_session ON held_messages(session_id, status);
     """,
 )

@@ -35,9 +35,9 @@ from telegram.ext import (
     filters,
 )
 
-from oc_outpost.core.chat import Attachment
+from oc_outpost.core.chat import Attachment, Menu
 from oc_outpost.core.controller import Controller
-from oc_outpost.core.controls import Chosen, Menu
+from oc_outpost.core.controls import Chosen
 from oc_outpost.core.errors import BadRequest, UserError
 from oc_outpost.telegram import callbacks, render
 from oc_outpost.telegram.coalesce import CoalesceConfig, Coalescer, Piece, Sleep, ready
@@ -430,7 +430,9 @@ class Handlers:
         self._background(context, update, topic, run())
 
     async def _send_menu(self, topic: int | None, menu: Menu) -> None:
-        await self._chat.send(topic, plain(menu.text), rows=menu_rows(menu) or None)
+        if topic is None:
+            raise BadRequest("Use this command inside a project topic.")
+        await self._chat.show_menu(topic, menu)
 
     # --- messages -----------------------------------------------------------------------------
 

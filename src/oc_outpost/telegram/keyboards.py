@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram import InlineKeyboardButton
 
-from oc_outpost.core.controls import Menu
+from oc_outpost.core.chat import Menu
 from oc_outpost.telegram import callbacks
 
 

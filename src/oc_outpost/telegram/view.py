@@ -27,6 +27,7 @@ from telegram.error import BadRequest, TelegramError
 from oc_outpost.core.chat import (
     GoneTopics,
     HistoryEntry,
+    Menu,
     PermissionPrompt,
     ProgressLog,
     ProjectEntry,
@@ -37,6 +38,7 @@ from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
+from oc_outpost.telegram.keyboards import menu_rows
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
     PICKER_TEXT,
@@ -435,6 +437,10 @@ class TelegramChat:
         if len(projects) > len(shown):
             text += f"\n({len(projects) - len(shown)} more: use /link <path>.)"
         message = await self.send(topic_id, plain(text), rows=rows)
+        return message.message_id
+
+    async def show_menu(self, topic_id: int, menu: Menu) -> int:
+        message = await self.send(topic_id, plain(menu.text), rows=menu_rows(menu) or None)
         return message.message_id
 
     async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:
