@@ -176,6 +176,7 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
                 "pending_requests",
                 "bot_state",
                 "control_tokens",
+                "held_messages",
             }
 
 
