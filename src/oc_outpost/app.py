@@ -30,6 +30,7 @@ from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.shell import ShellRunner
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.unlinking import Unlinker
@@ -291,11 +292,12 @@ def build_core(
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
     prompter = Prompter(registry, tracker, chat)
     tokens = ControlTokenStore(topic_db)
+    shell = ShellRunner(prompter, tracker, chat)
     held = HeldMessages(
-        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends
+        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends, shell
     )
     model_state = opencode_state_file(dict(os.environ), Path.home())
-    controls = Controls(bindings, registry, tokens, lambda: read_model_state(model_state), held)
+    controls = Controls(bindings, prompter, tokens, lambda: read_model_state(model_state), held)
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
@@ -325,6 +327,7 @@ def build_core(
         gone_topics=gone_topics,
         controls=controls,
         held=held,
+        shell=shell,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

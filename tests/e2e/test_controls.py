@@ -188,3 +188,31 @@ async def test_a_held_message_survives_a_bot_restart(bot: RunningBot, llm: MockL
     await bot.restart()
     await bot.wait_message(topic, "answer kept", within_s=60)
     assert any("kept across the restart" in p for p in user_prompts(llm))
+
+
+async def test_shell_commands_show_their_output(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("shell")
+    await ask(bot, "!   ", "❌ Usage: !<command>", topic)
+    (bot.projects / "shell" / "marker.txt").write_text("here\n")
+    out = await ask(bot, "!ls", "💻 $ ls", topic)
+    assert "marker.txt" in (out.text or "")
+    assert any(e.get("type") == "pre" for e in out.entities)
+
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say("!seq 1 3000", topic)
+    document = await bot.fake.wait_for(
+        lambda: next(
+            (m for m in bot.fake.bot_messages(topic)[before:] if m.media and "document" in m.media),
+            None,
+        ),
+        what="the long output as a document",
+    )
+    assert "💻 $ seq 1 3000" in (document.caption or "")
+
+    # while busy it is held like a message, and runs when the turn has ended
+    await start_slow_turn(bot, llm, topic, "slow one")
+    await ask(bot, "!echo after-the-turn", "⏳ Queued (1)", topic)
+    later = await bot.wait_message(topic, "💻 $ echo after-the-turn")
+    assert "after-the-turn" in (later.text or "").split("\n", 1)[1]
+    shown = texts(bot.fake.bot_messages(topic))
+    assert not any("No text answer" in t for t in shown)  # a shell command is not a turn

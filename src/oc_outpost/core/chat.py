@@ -96,6 +96,9 @@ class ProgressLog(Protocol):
 
 
 class ChatPort(Protocol):
+    async def show_code(self, topic_id: int, title: str, code: str) -> None:
+        """Post `code` under `title` as a code block (long: as a text document)."""
+
     async def show_menu(self, topic_id: int, menu: Menu) -> int:
         """Post text with control buttons; returns the message id."""
 

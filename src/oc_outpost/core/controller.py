@@ -38,6 +38,7 @@ from oc_outpost.core.recovery import StartupRecovery
 from oc_outpost.core.registration import Registration, Registrations
 from oc_outpost.core.replies import ClearReport, SessionDetails, SessionList, StatusReport
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
@@ -73,6 +74,7 @@ class Controller:
         gone_topics: GoneTopics,
         controls: Controls,
         held: HeldMessages,
+        shell: ShellRunner,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -89,6 +91,7 @@ class Controller:
         self._gone_topics = gone_topics
         self._controls = controls
         self._held = held
+        self._shell = shell
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -197,6 +200,9 @@ class Controller:
             return
         if self._holds(binding, attachments):
             await self._held.hold(binding, text)
+            return
+        if is_shell(text) and not attachments:
+            await self._shell.run(binding, text)
             return
         if any(a.mime.startswith("image/") for a in attachments):
             warning = await self._controls.image_warning(binding)

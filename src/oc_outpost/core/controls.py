@@ -18,13 +18,11 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, Menu
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.held import HeldMessages
-from oc_outpost.core.linking import SERVER_ERRORS
+from oc_outpost.core.prompting import Prompter
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.catalog import Agent, Provider, ProviderList, ProviderModel
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.servers.errors import InstanceBusy
-from oc_outpost.servers.registry import ServerRegistry
 from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
@@ -97,14 +95,14 @@ class Controls:
     def __init__(
         self,
         bindings: Bindings,
-        registry: ServerRegistry,
+        prompter: Prompter,
         tokens: ControlTokenStore,
         model_state: Callable[[], list[str]],
         held: HeldMessages,
     ) -> None:
         self._held = held
         self._bindings = bindings
-        self._registry = registry
+        self._prompter = prompter
         self._tokens = tokens
         self._model_state = model_state
 
@@ -272,10 +270,4 @@ class Controls:
         return [agent for agent in agents if agent.is_primary]
 
     async def _client(self, binding: TopicBinding) -> OpenCodeClient:
-        try:
-            running = await self._registry.connect(binding.instance_id, Path(binding.project_path))
-        except InstanceBusy as exc:
-            raise Unavailable(str(exc)) from exc
-        except SERVER_ERRORS as exc:
-            raise Unavailable(f"OpenCode is not available: {exc}") from exc
-        return running.client
+        return (await self._prompter.connect(binding)).client

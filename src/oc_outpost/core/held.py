@@ -14,6 +14,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, ChatPort, Menu
 from oc_outpost.core.errors import NotFound, UserError
 from oc_outpost.core.prompting import Prompter
+from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.model import TopicBinding
@@ -42,7 +43,9 @@ class HeldMessages:
         prompter: Prompter,
         chat: ChatPort,
         ends: TurnEnds,
+        shell: ShellRunner,
     ) -> None:
+        self._shell = shell
         self._store = store
         self._tokens = tokens
         self._bindings = bindings
@@ -115,6 +118,10 @@ class HeldMessages:
                 held.topic_id, held.message_id, f"📤 Sent: “{excerpt(held.text)}”"
             )
         try:
-            await self._prompter.send(binding, held.text, ())
+            if is_shell(held.text):
+                await self._shell.run(binding, held.text)
+                self._ends.ended(held.session_id)  # no turn follows: the next one may go
+            else:
+                await self._prompter.send(binding, held.text, ())
         except UserError as exc:
             await self._chat.notify(held.topic_id, f"❌ The queued message was not sent: {exc}")

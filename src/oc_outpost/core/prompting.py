@@ -45,7 +45,7 @@ class Prompter:
         session_id = binding.session_id
         if session_id is None:
             raise BadRequest(NOT_LINKED)
-        running = await self._connect(binding)
+        running = await self.connect(binding)
         queued = self._tracker.is_busy(session_id)
         if queued:
             await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
@@ -57,7 +57,7 @@ class Prompter:
                 await running.client.prompt_async(session_id, parts, **choice_of(binding))
             except OpenCodeUnavailable as exc:
                 log.info("prompt to %s refused (%s); restarting its server", session_id, exc)
-                running = await self._connect(binding)
+                running = await self.connect(binding)
                 await running.client.prompt_async(session_id, parts, **choice_of(binding))
         except (OpenCodeError, UserError) as exc:
             log.warning("prompt to %s failed: %s", session_id, exc)
@@ -69,7 +69,7 @@ class Prompter:
             return
         self._tracker.mark_accepted(session_id, running.client)
 
-    async def _connect(self, binding: TopicBinding) -> RunningInstance:
+    async def connect(self, binding: TopicBinding) -> RunningInstance:
         name = Path(binding.project_path).name
 
         async def waking() -> None:

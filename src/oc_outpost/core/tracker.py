@@ -61,6 +61,7 @@ class TurnTracker:
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._hushed: set[str] = set()  # sessions running a `!` shell command: not a turn
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -68,6 +69,14 @@ class TurnTracker:
 
     def note_child(self, session_id: str, parent_id: str) -> None:
         self._parents[session_id] = self.root_of(parent_id)
+
+    def hush(self, session_id: str, hushed: bool) -> None:
+        """While hushed, the session's activity starts no turn (a shell command's output is
+        shown by itself, not as an answer)."""
+        if hushed:
+            self._hushed.add(session_id)
+        else:
+            self._hushed.discard(session_id)
 
     def is_busy(self, session_id: str) -> bool:
         return session_id in self._turns
@@ -197,7 +206,7 @@ class TurnTracker:
             return
         active = self._turns.get(session_id)
         if active is None:
-            if not _turns_busy(event):
+            if not _turns_busy(event) or session_id in self._hushed:
                 return
             active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
         active.accepted = True

@@ -44,6 +44,7 @@ _T = TypeVar("_T")
 
 _SESSIONS = TypeAdapter(list[Session])
 _MESSAGES = TypeAdapter(list[MessageWithParts])
+_MESSAGE = TypeAdapter(MessageWithParts)
 _STATUSES = TypeAdapter(dict[str, SessionStatus])
 _PERMISSIONS = TypeAdapter(list[PermissionRequest])
 _QUESTIONS = TypeAdapter(list[QuestionRequest])
@@ -203,6 +204,25 @@ class OpenCodeClient:
     async def list_questions(self) -> list[QuestionRequest]:
         body = await self._request("GET", "/question")
         return self._parse(_QUESTIONS, body, "GET /question")
+
+    async def shell(
+        self,
+        session_id: str,
+        command: str,
+        *,
+        agent: str,
+        model: tuple[str, str] | None = None,
+        timeout_s: float = 120.0,
+    ) -> MessageWithParts:
+        """Run `command` in the session without the LLM (409 while the session is busy);
+        the answer holds one completed `bash` tool part with the output."""
+        payload: dict[str, Any] = {"agent": agent, "command": command}
+        if model is not None:
+            payload["model"] = {"providerID": model[0], "modelID": model[1]}
+        body = await self._request(
+            "POST", f"/session/{session_id}/shell", json=payload, timeout_s=timeout_s
+        )
+        return self._parse(_MESSAGE, body, "POST /session/{id}/shell")
 
     async def providers(self) -> ProviderList:
         """The configured providers with their models, and each provider's default model."""

@@ -183,6 +183,8 @@ TOPIC_HELP = (
     "/cancel — stop the running turn (or press ⏹ Stop)\n"
     "/model [part of a name] — choose this topic's model\n"
     "/agent [name] — choose its agent; /plan and /build switch directly\n"
+    "!<command> — run a shell command here, e.g. !git status\n"
+    "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
     "/link <path> — bind this topic to another directory\n"

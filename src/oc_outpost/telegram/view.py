@@ -17,6 +17,7 @@ from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     LinkPreviewOptions,
     Message,
     MessageEntity,
@@ -37,7 +38,7 @@ from oc_outpost.core.chat import (
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
-from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
+from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split, styled
 from oc_outpost.telegram.keyboards import menu_rows
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
@@ -52,6 +53,9 @@ from oc_outpost.telegram.render import (
 )
 
 log = logging.getLogger(__name__)
+
+CODE_INLINE_CHARS = 3500  # longer command output goes as a document
+CAPTION_CHARS = 1024
 
 Rows = list[list[InlineKeyboardButton]]
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
@@ -438,6 +442,23 @@ class TelegramChat:
             text += f"\n({len(projects) - len(shown)} more: use /link <path>.)"
         message = await self.send(topic_id, plain(text), rows=rows)
         return message.message_id
+
+    async def show_code(self, topic_id: int, title: str, code: str) -> None:
+        if len(code) + len(title) < CODE_INLINE_CHARS:
+            body = styled(code, "pre") if code.strip() else plain("(no output)")
+            await self.send(topic_id, plain(f"{title}\n") + body)
+            return
+        await self._outbox.submit(
+            lambda bot: bot.send_document(
+                self._chat_id,
+                InputFile(code.encode(), filename="output.txt"),
+                caption=title[:CAPTION_CHARS],
+                message_thread_id=topic_id,
+            ),
+            method="sendDocument",
+            chat_id=self._chat_id,
+            priority=Priority.INTERACTIVE,
+        )
 
     async def show_menu(self, topic_id: int, menu: Menu) -> int:
         message = await self.send(topic_id, plain(menu.text), rows=menu_rows(menu) or None)
