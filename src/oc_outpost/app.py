@@ -20,6 +20,7 @@ from oc_outpost.config import Settings
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, GoneTopics
+from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.held import HeldMessages
@@ -328,6 +329,8 @@ def build_core(
         controls=controls,
         held=held,
         shell=shell,
+        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
+        turn_ends=turn_ends,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

@@ -216,3 +216,26 @@ async def test_shell_commands_show_their_output(bot: RunningBot, llm: MockLLM) -
     assert "after-the-turn" in (later.text or "").split("\n", 1)[1]
     shown = texts(bot.fake.bot_messages(topic))
     assert not any("No text answer" in t for t in shown)  # a shell command is not a turn
+
+
+async def test_context_use_hint_and_compaction(bot: RunningBot, llm: MockLLM) -> None:
+    await ask(bot, "/compact", "❌ Use this command inside a project topic", None)
+    topic = await bot.new_topic("ctx")
+    llm.when("fill the context", Text("it is full now", prompt_tokens=110_000))
+    await bot.say("fill the context", topic)
+    await bot.wait_message(topic, "it is full now")
+    hint = await bot.wait_message(topic, "📦 The context is 86% full")
+    assert labels(hint) == ["🗜 Compact"]
+    info = await ask(bot, "/session", "Session: ses_", topic)
+    assert "ctx 86%" in (info.text or "")
+
+    llm.reset()  # the summary request quotes the conversation: answer it with a small usage
+    await bot.fake.click(hint.message_id, label="🗜 Compact")
+    await bot.fake.wait_for(
+        lambda: "✅ Compacted." in (bot.fake.message(hint.message_id).text or ""),
+        timeout=60,
+        what="the compaction confirmed",
+    )
+    after = await ask(bot, "/session", "Session: ses_", topic)
+    assert "ctx 86%" not in (after.text or "")
+    assert any("summar" in str(body).lower() for body in llm.agent_requests)

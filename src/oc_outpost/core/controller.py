@@ -18,8 +18,9 @@ from typing import Literal
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
-from oc_outpost.core.controls import Chosen, Controls
-from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
+from oc_outpost.core.context import ContextWatch
+from oc_outpost.core.controls import Chosen, CompactRequest, Controls
+from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
 from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
@@ -40,6 +41,7 @@ from oc_outpost.core.replies import ClearReport, SessionDetails, SessionList, St
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
 from oc_outpost.servers.registry import ServerRegistry
@@ -75,6 +77,8 @@ class Controller:
         controls: Controls,
         held: HeldMessages,
         shell: ShellRunner,
+        context: ContextWatch,
+        turn_ends: TurnEnds,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -92,6 +96,8 @@ class Controller:
         self._controls = controls
         self._held = held
         self._shell = shell
+        self._context = context
+        self._turn_ends = turn_ends
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -108,7 +114,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self._recover(), name="recover-open-turns"),
             asyncio.create_task(self._unlink_gone_topics(), name="unlink-gone-topics"),
-            asyncio.create_task(self._held.run(), name="send-held-messages"),
+            asyncio.create_task(self._follow_turn_ends(), name="after-turns"),
         ]
 
     async def stop(self) -> None:
@@ -123,6 +129,16 @@ class Controller:
             await self._held.resume()
         except Exception:
             log.exception("catching up after the bot restart failed")
+
+    async def _follow_turn_ends(self) -> None:
+        """After each turn: the next held message, then the context hint."""
+        while True:
+            session_id = await self._turn_ends.next()
+            for step in (self._held.send_next, self._context.after_turn):
+                try:
+                    await step(session_id)
+                except Exception:
+                    log.exception("after the turn of %s: %s failed", session_id, step.__name__)
 
     async def _unlink_gone_topics(self) -> None:
         while True:
@@ -399,7 +415,13 @@ class Controller:
     async def session_info(self, topic_id: int | None) -> SessionDetails:
         binding = self._require_binding(topic_id)
         assert binding.session_id is not None
-        return await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
+        info = await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
+        if info.note is not None:  # its server is stopped or did not answer
+            return info
+        try:
+            return replace(info, context_percent=await self._context.percent(binding))
+        except UserError as exc:
+            return replace(info, note=str(exc))
 
     # --- model, variant and agent -------------------------------------------------------------
 
@@ -417,7 +439,13 @@ class Controller:
     async def press_control(self, topic_id: int | None, token: str, who: str) -> Menu | Chosen:
         if topic_id is None:
             raise BadRequest("This button only works in a project topic.")
-        return await self._controls.press(topic_id, token, who)
+        result = await self._controls.press(topic_id, token, who)
+        if isinstance(result, CompactRequest):
+            return Chosen(await self._context.compact(result.binding))
+        return result
+
+    async def compact(self, topic_id: int | None) -> str:
+        return await self._context.compact(self._require_binding(topic_id))
 
     async def status(self) -> StatusReport:
         return StatusReport(

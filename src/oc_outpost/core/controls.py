@@ -40,6 +40,13 @@ class Chosen:
     text: str
 
 
+@dataclass(frozen=True)
+class CompactRequest:
+    """A Compact button was pressed (once) for the topic's session; core/context.py does it."""
+
+    binding: TopicBinding
+
+
 def opencode_state_file(environ: dict[str, str], home: Path) -> Path:
     """Where OpenCode keeps favourite and recent models (`$XDG_STATE_HOME/opencode/model.json`)."""
     state = environ.get("XDG_STATE_HOME") or str(home / ".local" / "state")
@@ -201,7 +208,7 @@ class Controls:
 
     # --- presses ------------------------------------------------------------------------------
 
-    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen:
+    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen | CompactRequest:
         """A picker button: navigate (a new menu) or choose (once)."""
         control = await self._tokens.get(token)
         if control is None or control.topic_id != topic_id:
@@ -223,6 +230,12 @@ class Controls:
                     return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
                 await self.set_agent(binding, control.value)
                 return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
+            case "compact":
+                if control.value != binding.session_id:
+                    raise NotFound("This hint is of an older session of this topic.")
+                if not await self._tokens.use(token, who):
+                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
+                return CompactRequest(binding)
             case "send_now" | "drop":
                 if not await self._tokens.use(token, who):
                     raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")

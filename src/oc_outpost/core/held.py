@@ -85,15 +85,6 @@ class HeldMessages:
         await self.send_next(held.session_id)
         return f"📤 Sent now by {who}: “{excerpt(held.text)}”"
 
-    async def run(self) -> None:
-        """Forever: when a session's turn ends, send its next held message."""
-        while True:
-            session_id = await self._ends.next()
-            try:
-                await self.send_next(session_id)
-            except Exception:
-                log.exception("sending the held message of %s failed", session_id)
-
     async def resume(self) -> None:
         """After a restart: messages held for sessions that are idle now go out."""
         for session_id in await self._store.sessions_waiting():

@@ -224,6 +224,16 @@ class OpenCodeClient:
         )
         return self._parse(_MESSAGE, body, "POST /session/{id}/shell")
 
+    async def summarize(
+        self, session_id: str, model: tuple[str, str], *, timeout_s: float = 300.0
+    ) -> bool:
+        """Compact the session with `model` (provider id, model id); returns when it is done."""
+        payload = {"providerID": model[0], "modelID": model[1]}
+        body = await self._request(
+            "POST", f"/session/{session_id}/summarize", json=payload, timeout_s=timeout_s
+        )
+        return self._parse(_BOOL, body, "POST /session/{id}/summarize")
+
     async def providers(self) -> ProviderList:
         """The configured providers with their models, and each provider's default model."""
         body = await self._request("GET", "/config/providers")

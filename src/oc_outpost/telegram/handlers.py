@@ -70,6 +70,7 @@ COMMANDS = [
     BotCommand("agent", "Choose this topic's agent"),
     BotCommand("plan", "Switch this topic to the plan agent"),
     BotCommand("build", "Switch this topic to the build agent"),
+    BotCommand("compact", "Summarize this topic's session to free its context"),
     BotCommand("session", "This topic's project, server, session and usage"),
     BotCommand("link", "Bind this topic to a project directory"),
     BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
@@ -184,6 +185,7 @@ class Handlers:
             "agent": self.agent,
             "plan": self.plan,
             "build": self.build,
+            "compact": self.compact,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
@@ -426,6 +428,14 @@ class Handlers:
 
         async def run() -> None:
             await self._reply(topic, await self._controller.set_agent(topic, name))
+
+        self._background(context, update, topic, run())
+
+    async def compact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def run() -> None:
+            await self._reply(topic, await self._controller.compact(topic))
 
         self._background(context, update, topic, run())
 

@@ -184,6 +184,7 @@ TOPIC_HELP = (
     "/model [part of a name] — choose this topic's model\n"
     "/agent [name] — choose its agent; /plan and /build switch directly\n"
     "!<command> — run a shell command here, e.g. !git status\n"
+    "/compact — summarize the session to free its context\n"
     "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
@@ -254,6 +255,8 @@ def session_message(info: SessionDetails) -> Styled:
     if info.model:
         lines.append(plain(f"Model: {info.model}"))
     lines.append(plain(topic_choice(binding)))
+    if info.context_percent is not None:
+        lines.append(plain(f"Context: ctx {info.context_percent}% (/compact)"))
     if info.input_tokens or info.output_tokens or info.cost:
         lines.append(
             plain(
