@@ -26,6 +26,7 @@ from oc_outpost.core.controls import Controls, opencode_state_file, read_model_s
 from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
+from oc_outpost.core.oc_commands import OpenCodeCommands
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
@@ -331,6 +332,7 @@ def build_core(
         shell=shell,
         context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
         turn_ends=turn_ends,
+        commands=OpenCodeCommands(prompter, tracker, tokens, chat),
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

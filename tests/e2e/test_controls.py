@@ -239,3 +239,27 @@ async def test_context_use_hint_and_compaction(bot: RunningBot, llm: MockLLM) ->
     after = await ask(bot, "/session", "Session: ses_", topic)
     assert "ctx 86%" not in (after.text or "")
     assert any("summar" in str(body).lower() for body in llm.agent_requests)
+
+
+async def test_opencode_commands_from_the_topic(bot: RunningBot, llm: MockLLM) -> None:
+    commands = bot.projects / "cmds" / ".opencode" / "command"
+    commands.mkdir(parents=True)
+    (commands / "greet.md").write_text(
+        "---\ndescription: Greet someone\n---\nSay hi to $ARGUMENTS\n"
+    )
+    (commands / "recap.md").write_text("---\ndescription: Recap\n---\nRecap the project briefly\n")
+    topic = await bot.new_topic("cmds")
+    llm.when("Say hi to the team", Text("hi team, from the command"))
+    llm.when("Recap the project briefly", Text("the recap is short"))
+
+    await bot.say("/greet the team", topic)
+    await bot.wait_message(topic, "hi team, from the command")
+    await ask(bot, "/nosuchcommand", "❌ Unknown command /nosuchcommand", topic)
+
+    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    assert "/greet · Greet someone" in labels(menu)
+    await bot.fake.click(menu.message_id, label="/greet · Greet someone")
+    await bot.wait_message(topic, "✍️ /greet takes arguments")
+    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    await bot.fake.click(menu.message_id, label="/recap · Recap")
+    await bot.wait_message(topic, "the recap is short")

@@ -19,11 +19,12 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
 from oc_outpost.core.context import ContextWatch
-from oc_outpost.core.controls import Chosen, CompactRequest, Controls
+from oc_outpost.core.controls import Chosen, CommandRequest, CompactRequest, Controls
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
 from oc_outpost.core.held import HeldMessages
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
+from oc_outpost.core.oc_commands import OpenCodeCommands
 from oc_outpost.core.pickers import Pickers
 from oc_outpost.core.projects import (
     ProjectError,
@@ -79,6 +80,7 @@ class Controller:
         shell: ShellRunner,
         context: ContextWatch,
         turn_ends: TurnEnds,
+        commands: OpenCodeCommands,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -98,6 +100,7 @@ class Controller:
         self._shell = shell
         self._context = context
         self._turn_ends = turn_ends
+        self._commands = commands
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -442,7 +445,25 @@ class Controller:
         result = await self._controls.press(topic_id, token, who)
         if isinstance(result, CompactRequest):
             return Chosen(await self._context.compact(result.binding))
+        if isinstance(result, CommandRequest):
+            return Chosen(await self._command_pressed(result, who))
         return result
+
+    async def _command_pressed(self, request: CommandRequest, who: str) -> str:
+        command = await self._commands.find(request.binding, request.name)
+        if command is None:
+            raise NotFound(f"/{request.name} is not an OpenCode command here any more.")
+        if command.takes_arguments:
+            return f"✍️ /{command.name} takes arguments: type /{command.name} <arguments> here."
+        await self._commands.run(request.binding, command.name, "")
+        return f"▶ /{command.name} started by {who}."
+
+    async def command_menu(self, topic_id: int | None) -> Menu:
+        return await self._commands.menu(self._require_binding(topic_id))
+
+    async def run_command(self, topic_id: int | None, name: str, arguments: str) -> None:
+        """`/name args` typed in a topic, not one of ours: OpenCode's command of that name."""
+        await self._commands.run(self._require_binding(topic_id), name, arguments)
 
     async def compact(self, topic_id: int | None) -> str:
         return await self._context.compact(self._require_binding(topic_id))

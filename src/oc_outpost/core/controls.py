@@ -47,6 +47,14 @@ class CompactRequest:
     binding: TopicBinding
 
 
+@dataclass(frozen=True)
+class CommandRequest:
+    """A command button was pressed (once); core/oc_commands.py runs it or asks for arguments."""
+
+    binding: TopicBinding
+    name: str
+
+
 def opencode_state_file(environ: dict[str, str], home: Path) -> Path:
     """Where OpenCode keeps favourite and recent models (`$XDG_STATE_HOME/opencode/model.json`)."""
     state = environ.get("XDG_STATE_HOME") or str(home / ".local" / "state")
@@ -94,7 +102,7 @@ def all_models(offer: _Offer) -> dict[str, ProviderModel]:
     }
 
 
-def _label(text: str) -> str:
+def short_label(text: str) -> str:
     return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
 
 
@@ -195,7 +203,7 @@ class Controls:
         rows = []
         for agent in agents:
             mark = "✅ " if agent.name == binding.agent else ""
-            label = _label(f"{mark}{agent.name}")
+            label = short_label(f"{mark}{agent.name}")
             rows.append((await self._button(binding.topic_id, AGENT, agent.name, label),))
         current = binding.agent or "the server's default"
         return Menu(f"🤖 Agent for this topic: {current}. Choose one:", tuple(rows))
@@ -208,7 +216,9 @@ class Controls:
 
     # --- presses ------------------------------------------------------------------------------
 
-    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen | CompactRequest:
+    async def press(
+        self, topic_id: int, token: str, who: str
+    ) -> Menu | Chosen | CompactRequest | CommandRequest:
         """A picker button: navigate (a new menu) or choose (once)."""
         control = await self._tokens.get(token)
         if control is None or control.topic_id != topic_id:
@@ -230,6 +240,8 @@ class Controls:
                     return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
                 await self.set_agent(binding, control.value)
                 return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
+            case "command":
+                return CommandRequest(binding, control.value)
             case "compact":
                 if control.value != binding.session_id:
                     raise NotFound("This hint is of an older session of this topic.")
@@ -256,7 +268,9 @@ class Controls:
         rows = []
         for ref in refs:
             name = models[ref].name
-            label = _label(f"{ref} · {name}" if name and name != ref.partition("/")[2] else ref)
+            label = short_label(
+                f"{ref} · {name}" if name and name != ref.partition("/")[2] else ref
+            )
             rows.append((await self._button(topic_id, MODEL, ref, label),))
         return tuple(rows)
 

@@ -54,3 +54,16 @@ class Agent(WireModel):
     @property
     def is_primary(self) -> bool:
         return self.mode in ("primary", "all") and not self.hidden
+
+
+class Command(WireModel):
+    """A slash command of OpenCode (built in, from config, or a `.opencode/command/*.md` file)."""
+
+    name: str
+    description: str = ""
+    template: str = ""
+    source: str = ""
+
+    @property
+    def takes_arguments(self) -> bool:
+        return "$ARGUMENTS" in self.template or "$1" in self.template

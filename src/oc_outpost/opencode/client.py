@@ -16,7 +16,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from oc_outpost.logs import hide
-from oc_outpost.opencode.catalog import Agent, ProviderList
+from oc_outpost.opencode.catalog import Agent, Command, ProviderList
 from oc_outpost.opencode.errors import (
     OpenCodeError,
     OpenCodeResponseError,
@@ -53,6 +53,7 @@ _HEALTH = TypeAdapter(Health)
 _BOOL = TypeAdapter(bool)
 _PROVIDERS = TypeAdapter(ProviderList)
 _AGENTS = TypeAdapter(list[Agent])
+_COMMANDS = TypeAdapter(list[Command])
 
 
 class OpenCodeClient:
@@ -233,6 +234,34 @@ class OpenCodeClient:
             "POST", f"/session/{session_id}/summarize", json=payload, timeout_s=timeout_s
         )
         return self._parse(_BOOL, body, "POST /session/{id}/summarize")
+
+    async def commands(self) -> list[Command]:
+        body = await self._request("GET", "/command")
+        return self._parse(_COMMANDS, body, "GET /command")
+
+    async def command(
+        self,
+        session_id: str,
+        name: str,
+        arguments: str,
+        *,
+        agent: str | None = None,
+        model: tuple[str, str] | None = None,
+        variant: str | None = None,
+        timeout_s: float = 1800.0,
+    ) -> None:
+        """Run an OpenCode command. Synchronous: returns when its turn has ended (follow the
+        events meanwhile). `model` goes on the wire as one "provider/model" string."""
+        payload: dict[str, Any] = {"command": name, "arguments": arguments}
+        if agent is not None:
+            payload["agent"] = agent
+        if model is not None:
+            payload["model"] = f"{model[0]}/{model[1]}"
+        if variant is not None:
+            payload["variant"] = variant
+        await self._request(
+            "POST", f"/session/{session_id}/command", json=payload, timeout_s=timeout_s
+        )
 
     async def providers(self) -> ProviderList:
         """The configured providers with their models, and each provider's default model."""

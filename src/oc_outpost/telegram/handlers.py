@@ -70,6 +70,7 @@ COMMANDS = [
     BotCommand("agent", "Choose this topic's agent"),
     BotCommand("plan", "Switch this topic to the plan agent"),
     BotCommand("build", "Switch this topic to the build agent"),
+    BotCommand("commands", "OpenCode's own commands of this project, as buttons"),
     BotCommand("compact", "Summarize this topic's session to free its context"),
     BotCommand("session", "This topic's project, server, session and usage"),
     BotCommand("link", "Bind this topic to a project directory"),
@@ -186,6 +187,7 @@ class Handlers:
             "plan": self.plan,
             "build": self.build,
             "compact": self.compact,
+            "commands": self.commands,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
@@ -298,7 +300,14 @@ class Handlers:
         _, _, addressee = command.partition("@")
         if addressee and addressee.lower() != (context.bot.username or "").lower():
             return  # meant for another bot in the group
-        await self._reply(topic_of(message), f"Unknown command {command}. /help lists them.")
+        topic = topic_of(message)
+        if topic is not None and self._controller.is_linked(topic):
+            name = command.removeprefix("/").partition("@")[0]
+            arguments = (message.text or "").partition(" ")[2].strip()
+            work = self._controller.run_command(topic, name, arguments)
+            self._background(context, update, topic, work)
+            return
+        await self._reply(topic, f"Unknown command {command}. /help lists them.")
 
     async def projects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
@@ -430,6 +439,14 @@ class Handlers:
             await self._reply(topic, await self._controller.set_agent(topic, name))
 
         self._background(context, update, topic, run())
+
+    async def commands(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def show() -> None:
+            await self._send_menu(topic, await self._controller.command_menu(topic))
+
+        self._background(context, update, topic, show())
 
     async def compact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
