@@ -24,6 +24,7 @@ from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.history import History
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
 from oc_outpost.core.oc_commands import OpenCodeCommands
@@ -333,6 +334,7 @@ def build_core(
         context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
         turn_ends=turn_ends,
         commands=OpenCodeCommands(prompter, tracker, tokens, chat),
+        history=History(prompter, tracker, linker, tokens, chat),
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

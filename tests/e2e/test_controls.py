@@ -43,8 +43,8 @@ def labels(message: StoredMessage) -> list[str]:
     return [str(b["text"]) for b in message.buttons]
 
 
-async def last_user_message(bot: RunningBot, topic: int) -> dict[str, Any]:
-    """The newest user message of the topic's session, as OpenCode stored it."""
+async def opencode_get(bot: RunningBot, topic: int, path: str) -> Any:
+    """GET `path` (with `{session}` filled in) from the topic's managed server, as JSON."""
     info = await ask(bot, "/session", "Session: ses_", topic)
     session_id = (info.text or "").split("Session: ")[1].split()[0]
     with sqlite3.connect(bot.settings.orchestrator_db_path) as db:
@@ -54,10 +54,19 @@ async def last_user_message(bot: RunningBot, topic: int) -> dict[str, Any]:
         ).fetchone()
     auth = ("opencode", password) if password else None
     async with httpx.AsyncClient(timeout=10, auth=auth) as http:
-        response = await http.get(f"http://127.0.0.1:{port}/session/{session_id}/message")
+        response = await http.get(f"http://127.0.0.1:{port}{path.format(session=session_id)}")
     assert response.status_code == 200, response.text
-    users = [m["info"] for m in response.json() if m["info"]["role"] == "user"]
-    return dict(users[-1])
+    return response.json()
+
+
+async def last_user_message(bot: RunningBot, topic: int) -> dict[str, Any]:
+    """The newest user message of the topic's session, as OpenCode stored it."""
+    messages = await opencode_get(bot, topic, "/session/{session}/message")
+    return dict([m["info"] for m in messages if m["info"]["role"] == "user"][-1])
+
+
+async def last_session_state(bot: RunningBot, topic: int) -> dict[str, Any]:
+    return dict(await opencode_get(bot, topic, "/session/{session}"))
 
 
 async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
@@ -263,3 +272,29 @@ async def test_opencode_commands_from_the_topic(bot: RunningBot, llm: MockLLM) -
     menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
     await bot.fake.click(menu.message_id, label="/recap · Recap")
     await bot.wait_message(topic, "the recap is short")
+
+
+async def test_undo_redo_and_fork(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("undo")
+    await ask(bot, "/undo", "❌ Nothing to undo", topic)
+    llm.when("first prompt here", Text("answer A"))
+    await bot.say("first prompt here", topic)
+    await bot.wait_message(topic, "answer A")
+
+    undone = await ask(bot, "/undo", "↩️ Undone", topic)
+    assert (undone.text or "").endswith("first prompt here")
+    info = await last_session_state(bot, topic)
+    assert info.get("revert") is not None
+    await bot.fake.click(undone.message_id, label="↪️ Redo")
+    await bot.fake.wait_for(
+        lambda: "↪️ Redone" in (bot.fake.message(undone.message_id).text or ""), what="redo"
+    )
+    assert (await last_session_state(bot, topic)).get("revert") is None
+    await ask(bot, "/redo", "❌ Nothing to redo", topic)
+
+    await ask(bot, "/fork", "🍴 Forked into the topic “undo (fork)”", topic)
+    fork = next(t for t, v in bot.fake.topics.items() if v.name == "undo (fork)")
+    await bot.wait_message(fork, "🍴 Forked from the session of undo")
+    llm.when("in the fork", Text("fork answers"))
+    await bot.say("in the fork", fork)
+    await bot.wait_message(fork, "fork answers")

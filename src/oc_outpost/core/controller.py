@@ -19,9 +19,10 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
 from oc_outpost.core.context import ContextWatch
-from oc_outpost.core.controls import Chosen, CommandRequest, CompactRequest, Controls
+from oc_outpost.core.controls import Chosen, Controls, Delegated
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
 from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.history import History
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
 from oc_outpost.core.oc_commands import OpenCodeCommands
@@ -81,6 +82,7 @@ class Controller:
         context: ContextWatch,
         turn_ends: TurnEnds,
         commands: OpenCodeCommands,
+        history: History,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -101,6 +103,7 @@ class Controller:
         self._context = context
         self._turn_ends = turn_ends
         self._commands = commands
+        self._history = history
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -443,20 +446,33 @@ class Controller:
         if topic_id is None:
             raise BadRequest("This button only works in a project topic.")
         result = await self._controls.press(topic_id, token, who)
-        if isinstance(result, CompactRequest):
-            return Chosen(await self._context.compact(result.binding))
-        if isinstance(result, CommandRequest):
-            return Chosen(await self._command_pressed(result, who))
-        return result
+        if not isinstance(result, Delegated):
+            return result
+        match result.kind:
+            case "compact":
+                return Chosen(await self._context.compact(result.binding))
+            case "redo":
+                return Chosen(await self._history.redo(result.binding))
+            case _:
+                return Chosen(await self._command_pressed(result.binding, result.value, who))
 
-    async def _command_pressed(self, request: CommandRequest, who: str) -> str:
-        command = await self._commands.find(request.binding, request.name)
+    async def _command_pressed(self, binding: TopicBinding, name: str, who: str) -> str:
+        command = await self._commands.find(binding, name)
         if command is None:
-            raise NotFound(f"/{request.name} is not an OpenCode command here any more.")
+            raise NotFound(f"/{name} is not an OpenCode command here any more.")
         if command.takes_arguments:
             return f"✍️ /{command.name} takes arguments: type /{command.name} <arguments> here."
-        await self._commands.run(request.binding, command.name, "")
+        await self._commands.run(binding, command.name, "")
         return f"▶ /{command.name} started by {who}."
+
+    async def undo(self, topic_id: int | None) -> None:
+        await self._history.undo(self._require_binding(topic_id))
+
+    async def redo(self, topic_id: int | None) -> str:
+        return await self._history.redo(self._require_binding(topic_id))
+
+    async def fork(self, topic_id: int | None) -> None:
+        await self._history.fork(self._require_binding(topic_id))
 
     async def command_menu(self, topic_id: int | None) -> Menu:
         return await self._commands.menu(self._require_binding(topic_id))

@@ -41,18 +41,12 @@ class Chosen:
 
 
 @dataclass(frozen=True)
-class CompactRequest:
-    """A Compact button was pressed (once) for the topic's session; core/context.py does it."""
+class Delegated:
+    """A press (used once) whose work is another part's: compact, command, redo."""
 
+    kind: str
     binding: TopicBinding
-
-
-@dataclass(frozen=True)
-class CommandRequest:
-    """A command button was pressed (once); core/oc_commands.py runs it or asks for arguments."""
-
-    binding: TopicBinding
-    name: str
+    value: str
 
 
 def opencode_state_file(environ: dict[str, str], home: Path) -> Path:
@@ -216,9 +210,7 @@ class Controls:
 
     # --- presses ------------------------------------------------------------------------------
 
-    async def press(
-        self, topic_id: int, token: str, who: str
-    ) -> Menu | Chosen | CompactRequest | CommandRequest:
+    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen | Delegated:
         """A picker button: navigate (a new menu) or choose (once)."""
         control = await self._tokens.get(token)
         if control is None or control.topic_id != topic_id:
@@ -240,14 +232,12 @@ class Controls:
                     return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
                 await self.set_agent(binding, control.value)
                 return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
-            case "command":
-                return CommandRequest(binding, control.value)
-            case "compact":
-                if control.value != binding.session_id:
-                    raise NotFound("This hint is of an older session of this topic.")
-                if not await self._tokens.use(token, who):
+            case "command" | "compact" | "redo":
+                if control.kind != "command" and control.value != binding.session_id:
+                    raise NotFound("This button is of an older session of this topic.")
+                if control.kind != "command" and not await self._tokens.use(token, who):
                     raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
-                return CompactRequest(binding)
+                return Delegated(control.kind, binding, control.value)
             case "send_now" | "drop":
                 if not await self._tokens.use(token, who):
                     raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")

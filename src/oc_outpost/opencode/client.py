@@ -235,6 +235,23 @@ class OpenCodeClient:
         )
         return self._parse(_BOOL, body, "POST /session/{id}/summarize")
 
+    async def revert(self, session_id: str, message_id: str) -> Session:
+        """Undo the session from `message_id` on (files and messages; `unrevert` brings it back)."""
+        body = await self._request(
+            "POST", f"/session/{session_id}/revert", json={"messageID": message_id}
+        )
+        return self._parse(_SESSION, body, "POST /session/{id}/revert")
+
+    async def unrevert(self, session_id: str) -> Session:
+        body = await self._request("POST", f"/session/{session_id}/unrevert")
+        return self._parse(_SESSION, body, "POST /session/{id}/unrevert")
+
+    async def fork(self, session_id: str, message_id: str | None = None) -> Session:
+        """A copy of the session (up to `message_id`, if given), as a new session."""
+        payload = {"messageID": message_id} if message_id is not None else {}
+        body = await self._request("POST", f"/session/{session_id}/fork", json=payload)
+        return self._parse(_SESSION, body, "POST /session/{id}/fork")
+
     async def commands(self) -> list[Command]:
         body = await self._request("GET", "/command")
         return self._parse(_COMMANDS, body, "GET /command")

@@ -71,6 +71,9 @@ COMMANDS = [
     BotCommand("plan", "Switch this topic to the plan agent"),
     BotCommand("build", "Switch this topic to the build agent"),
     BotCommand("commands", "OpenCode's own commands of this project, as buttons"),
+    BotCommand("undo", "Undo the last turn (files too); shows its prompt"),
+    BotCommand("redo", "Bring back what /undo undid"),
+    BotCommand("fork", "Copy this session into a new topic"),
     BotCommand("compact", "Summarize this topic's session to free its context"),
     BotCommand("session", "This topic's project, server, session and usage"),
     BotCommand("link", "Bind this topic to a project directory"),
@@ -188,6 +191,9 @@ class Handlers:
             "build": self.build,
             "compact": self.compact,
             "commands": self.commands,
+            "undo": self.undo,
+            "redo": self.redo,
+            "fork": self.fork,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
@@ -439,6 +445,22 @@ class Handlers:
             await self._reply(topic, await self._controller.set_agent(topic, name))
 
         self._background(context, update, topic, run())
+
+    async def undo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.undo(topic))
+
+    async def redo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+
+        async def run() -> None:
+            await self._reply(topic, await self._controller.redo(topic))
+
+        self._background(context, update, topic, run())
+
+    async def fork(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.fork(topic))
 
     async def commands(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)

@@ -185,6 +185,8 @@ TOPIC_HELP = (
     "/agent [name] — choose its agent; /plan and /build switch directly\n"
     "!<command> — run a shell command here, e.g. !git status\n"
     "/compact — summarize the session to free its context\n"
+    "/undo · /redo — take back the last turn (files too) or bring it back\n"
+    "/fork — copy this session into a new topic\n"
     "/commands — OpenCode's commands of this project; /<name> [arguments] runs one\n"
     "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
