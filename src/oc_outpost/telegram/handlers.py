@@ -412,23 +412,17 @@ class Handlers:
 
     async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-
-        async def show() -> None:
-            await self._send_menu(topic, await self._controller.model_menu(topic, _args(context)))
-
-        self._background(context, update, topic, show())
+        work = self._show_menu(topic, self._controller.model_menu(topic, _args(context)))
+        self._background(context, update, topic, work)
 
     async def agent(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
         name = _args(context).strip()
-
-        async def run() -> None:
-            if name:
-                await self._reply(topic, await self._controller.set_agent(topic, name))
-            else:
-                await self._send_menu(topic, await self._controller.agent_menu(topic))
-
-        self._background(context, update, topic, run())
+        if name:
+            work = self._answer(topic, self._controller.set_agent(topic, name))
+        else:
+            work = self._show_menu(topic, self._controller.agent_menu(topic))
+        self._background(context, update, topic, work)
 
     async def plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._switch_agent(update, context, "plan")
@@ -440,11 +434,9 @@ class Handlers:
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, name: str
     ) -> None:
         topic = self._where(update)
-
-        async def run() -> None:
-            await self._reply(topic, await self._controller.set_agent(topic, name))
-
-        self._background(context, update, topic, run())
+        self._background(
+            context, update, topic, self._answer(topic, self._controller.set_agent(topic, name))
+        )
 
     async def undo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
@@ -452,11 +444,7 @@ class Handlers:
 
     async def redo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-
-        async def run() -> None:
-            await self._reply(topic, await self._controller.redo(topic))
-
-        self._background(context, update, topic, run())
+        self._background(context, update, topic, self._answer(topic, self._controller.redo(topic)))
 
     async def fork(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
@@ -464,24 +452,26 @@ class Handlers:
 
     async def commands(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-
-        async def show() -> None:
-            await self._send_menu(topic, await self._controller.command_menu(topic))
-
-        self._background(context, update, topic, show())
+        work = self._show_menu(topic, self._controller.command_menu(topic))
+        self._background(context, update, topic, work)
 
     async def compact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-
-        async def run() -> None:
-            await self._reply(topic, await self._controller.compact(topic))
-
-        self._background(context, update, topic, run())
+        self._background(
+            context, update, topic, self._answer(topic, self._controller.compact(topic))
+        )
 
     async def _send_menu(self, topic: int | None, menu: Menu) -> None:
         if topic is None:
             raise BadRequest("Use this command inside a project topic.")
         await self._chat.show_menu(topic, menu)
+
+    async def _show_menu(self, topic: int | None, menu: Awaitable[Menu]) -> None:
+        await self._send_menu(topic, await menu)
+
+    async def _answer(self, topic: int | None, answer: Awaitable[str]) -> None:
+        """Reply with what core answered."""
+        await self._reply(topic, await answer)
 
     # --- messages -----------------------------------------------------------------------------
 
