@@ -6,13 +6,14 @@ from __future__ import annotations
 import sqlite3
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.rig.bot_fixtures import RunningBot, texts
-from tests.rig.fake_telegram import StoredMessage
+from tests.rig.bot_fixtures import RunningBot, bot_settings, texts
+from tests.rig.fake_telegram import FakeTelegram, StoredMessage
 from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.opencode_bin import MOCK_MODEL_PRO
 
@@ -298,3 +299,25 @@ async def test_undo_redo_and_fork(bot: RunningBot, llm: MockLLM) -> None:
     llm.when("in the fork", Text("fork answers"))
     await bot.say("in the fork", fork)
     await bot.wait_message(fork, "fork answers")
+
+
+async def test_busy_policy_steer_sends_at_once(
+    fake_telegram: FakeTelegram,
+    opencode_bin: Path,
+    opencode_env: dict[str, str],
+    tmp_path: Path,
+    llm: MockLLM,
+) -> None:
+    settings = bot_settings(fake_telegram, opencode_bin, tmp_path, BUSY_POLICY="steer")
+    bot = RunningBot(fake_telegram, settings)
+    await bot.start()
+    try:
+        topic = await bot.new_topic("steer")
+        llm.when("steered text", Text("answer steered"))
+        await start_slow_turn(bot, llm, topic, "slow one")
+        before = len(bot.fake.bot_messages(topic))
+        await bot.say("steered text", topic)
+        await bot.wait_message(topic, "answer steered", after=before)
+        assert not any("⏳ Queued (" in t for t in texts(bot.fake.bot_messages(topic)))
+    finally:
+        await bot.shutdown()

@@ -11,6 +11,7 @@ from oc_outpost.core.prompting import choice_of
 from oc_outpost.model import TopicBinding
 from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
+from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.telegram import callbacks
@@ -71,3 +72,22 @@ def test_favourites_then_recent_from_opencode_state(tmp_path: Path) -> None:
         )
     )
     assert read_model_state(path) == ["b/y", "a/x"]
+
+
+async def test_held_messages_go_out_in_order_urgent_first_and_leave_once(
+    tmp_path: Path,
+) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        store = HeldMessageStore(db)
+        first = await store.hold(3, "ses_1", "first")
+        second = await store.hold(3, "ses_1", "second")
+        await store.hold(4, "ses_2", "elsewhere")
+        assert [h.text for h in await store.waiting("ses_1")] == ["first", "second"]
+        assert await store.make_urgent(second.id) is True
+        assert [h.text for h in await store.waiting("ses_1")] == ["second", "first"]
+        assert await store.release(second.id, "sent") is True
+        assert await store.release(second.id, "dropped") is False  # a replayed press
+        assert await store.make_urgent(second.id) is False
+        assert [h.text for h in await store.waiting("ses_1")] == ["first"]
+        assert sorted(await store.sessions_waiting()) == ["ses_1", "ses_2"]
+        assert (await store.get(first.id)) == first
