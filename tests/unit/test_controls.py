@@ -6,15 +6,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.controls import opencode_state_file, read_model_state
-from oc_outpost.core.prompting import choice_of
+from oc_outpost.core.errors import Unavailable
+from oc_outpost.core.history import History
+from oc_outpost.core.journal import TurnJournal
+from oc_outpost.core.prompting import Prompter, choice_of
+from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
+from oc_outpost.opencode.errors import OpenCodeUnavailable
+from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.store.topics import TopicStore
 from oc_outpost.telegram import callbacks
+from tests.unit.test_prompting import FakeChat, FakeRegistry
 
 
 async def test_a_control_token_is_used_once_and_survives_a_reopen(tmp_path: Path) -> None:
@@ -91,3 +101,35 @@ async def test_held_messages_go_out_in_order_urgent_first_and_leave_once(
         assert [h.text for h in await store.waiting("ses_1")] == ["first"]
         assert sorted(await store.sessions_waiting()) == ["ses_1", "ses_2"]
         assert (await store.get(first.id)) == first
+
+
+class DownClient:
+    """A server that went away: every call is refused."""
+
+    async def fork(self, session_id: str, message_id: str | None = None) -> None:
+        raise OpenCodeUnavailable(f"POST /session/{session_id}/fork: connection refused")
+
+
+class RecordingLinker:
+    def __init__(self) -> None:
+        self.requests: list[object] = []
+
+    async def link(self, request: object) -> None:
+        self.requests.append(request)
+
+
+async def test_a_fork_while_the_server_is_down_is_refused_clearly_and_links_nothing(
+    tmp_path: Path,
+) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, Path("/p/demo"), "ses_1", "inst_1")
+        chat = FakeChat()
+        tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+        prompter = Prompter(FakeRegistry(DownClient()), tracker, chat)  # type: ignore[arg-type]
+        linker = RecordingLinker()
+        history = History(prompter, tracker, linker, ControlTokenStore(db), chat)  # type: ignore[arg-type]
+        with pytest.raises(Unavailable, match=r"Fork failed: .*connection refused"):
+            await history.fork(binding)
+    assert linker.requests == []
+    assert chat.notices == []
