@@ -163,8 +163,17 @@ async def test_messages_while_busy_are_held_in_order_dropped_or_sent_now(
     llm.when("urgent held", Text("answer urgent"))
     await start_slow_turn(bot, llm, topic, "slow one")
 
-    await ask(bot, "first held", "⏳ Queued (1)", topic)
+    before = len(bot.fake.bot_messages(topic))
+    typed = await bot.say("first held", topic)
+    queued = await bot.wait_message(topic, "⏳ Queued (1)", after=before)
     await ask(bot, "second held", "⏳ Queued (2)", topic)
+    # an edit of a held message edits its queued copy (and keeps its buttons)
+    await bot.fake.edit_user_message(typed["message_id"], "first held, edited")
+    await bot.fake.wait_for(
+        lambda: "first held, edited" in (bot.fake.message(queued.message_id).text or ""),
+        what="the queued copy edited",
+    )
+    assert labels(bot.fake.message(queued.message_id)) == ["▶ Send now", "🗑 Drop"]
     third = await ask(bot, "third held", "⏳ Queued (3)", topic)
     await bot.fake.click(third.message_id, label="🗑 Drop")
     await bot.fake.wait_for(
@@ -176,7 +185,7 @@ async def test_messages_while_busy_are_held_in_order_dropped_or_sent_now(
     assert one.message_id < two.message_id
     prompts = user_prompts(llm)
     assert not any("third held" in p for p in prompts)
-    first = next(i for i, p in enumerate(prompts) if "first held" in p)
+    first = next(i for i, p in enumerate(prompts) if "first held, edited" in p)
     second = next(i for i, p in enumerate(prompts) if "second held" in p)
     assert first < second
 

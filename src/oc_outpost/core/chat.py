@@ -96,6 +96,9 @@ class ProgressLog(Protocol):
 
 
 class ChatPort(Protocol):
+    async def update_menu(self, topic_id: int, message_id: int, menu: Menu) -> None:
+        """Replace a message's text and control buttons."""
+
     async def show_code(self, topic_id: int, title: str, code: str) -> None:
         """Post `code` under `title` as a code block (long: as a text document)."""
 

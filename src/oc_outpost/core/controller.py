@@ -211,7 +211,12 @@ class Controller:
         return self._bindings.by_topic(topic_id) is not None
 
     async def message(
-        self, topic_id: int, text: str, attachments: Sequence[Attachment] = ()
+        self,
+        topic_id: int,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        source: int | None = None,
     ) -> None:
         """Text (or files with their caption) typed in a topic: the session's next prompt."""
         if self._bindings.by_topic(topic_id) is None:
@@ -221,7 +226,7 @@ class Controller:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
             return
         if self._holds(binding, attachments):
-            await self._held.hold(binding, text)
+            await self._held.hold(binding, text, source)
             return
         if is_shell(text) and not attachments:
             await self._shell.run(binding, text)
@@ -231,6 +236,10 @@ class Controller:
             if warning is not None:
                 await self._chat.notify(topic_id, warning)
         await self._prompter.send(binding, text, tuple(attachments))
+
+    async def edit_held(self, topic_id: int, message_id: int, text: str) -> None:
+        """A person edited a message: if it is held, its queued copy changes too."""
+        await self._held.edit(topic_id, message_id, text)
 
     def _holds(self, binding: TopicBinding, attachments: Sequence[Attachment]) -> bool:
         """A text typed while the session is busy waits in the bot (BUSY_POLICY=queue)."""

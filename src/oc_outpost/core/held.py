@@ -55,18 +55,29 @@ class HeldMessages:
         self._ends = ends
         self._sending = asyncio.Lock()
 
-    async def hold(self, binding: TopicBinding, text: str) -> None:
+    async def hold(self, binding: TopicBinding, text: str, source: int | None = None) -> None:
+        """Hold `text` (from the Telegram message `source`, so an edit of it edits the copy)."""
         assert binding.session_id is not None
-        held = await self._store.hold(binding.topic_id, binding.session_id, text)
+        held = await self._store.hold(binding.topic_id, binding.session_id, text, source)
         count = len(await self._store.waiting(binding.session_id))
-        send_now = await self._tokens.create(binding.topic_id, SEND_NOW, str(held.id))
-        drop = await self._tokens.create(binding.topic_id, DROP, str(held.id))
-        menu = Menu(
-            f"⏳ Queued ({count}): “{excerpt(text)}” goes out when the current turn ends.",
-            ((Button("▶ Send now", send_now.token), Button("🗑 Drop", drop.token)),),
-        )
+        menu = await self._menu(held, f"⏳ Queued ({count})")
         message_id = await self._chat.show_menu(binding.topic_id, menu)
         await self._store.set_message(held.id, message_id)
+
+    async def edit(self, topic_id: int, source: int, text: str) -> None:
+        held = await self._store.edit(topic_id, source, text)
+        if held is None or held.message_id is None:
+            return  # not held (sent, dropped, or never queued): an edit runs nothing
+        menu = await self._menu(held, "⏳ Queued (edited)")
+        await self._chat.update_menu(topic_id, held.message_id, menu)
+
+    async def _menu(self, held: HeldMessage, title: str) -> Menu:
+        send_now = await self._tokens.create(held.topic_id, SEND_NOW, str(held.id))
+        drop = await self._tokens.create(held.topic_id, DROP, str(held.id))
+        return Menu(
+            f"{title}: “{excerpt(held.text)}” goes out when the current turn ends.",
+            ((Button("▶ Send now", send_now.token), Button("🗑 Drop", drop.token)),),
+        )
 
     async def press(self, kind: str, held_id: int, who: str) -> str:
         """Send now or Drop; the answer replaces the Queued message's text and buttons."""

@@ -9,7 +9,7 @@ from typing import Literal
 
 from oc_outpost.store.db import Clock, Database, system_clock
 
-_COLUMNS = "id, topic_id, session_id, text, status, urgent, message_id, created_at"
+_COLUMNS = "id, topic_id, session_id, text, status, urgent, message_id, source_id, created_at"
 _ORDER = "ORDER BY urgent DESC, id"
 
 
@@ -22,6 +22,7 @@ class HeldMessage:
     status: str
     urgent: bool
     message_id: int | None  # our "⏳ Queued" reply
+    source_id: int | None  # the person's message it came from
     created_at: int
 
 
@@ -30,13 +31,15 @@ class HeldMessageStore:
         self._db = db
         self._now = now
 
-    async def hold(self, topic_id: int, session_id: str, text: str) -> HeldMessage:
+    async def hold(
+        self, topic_id: int, session_id: str, text: str, source_id: int | None = None
+    ) -> HeldMessage:
         row = await self._db.fetch_one(
             f"""
-            INSERT INTO held_messages (topic_id, session_id, text, created_at)
-            VALUES (?, ?, ?, ?) RETURNING {_COLUMNS}
+            INSERT INTO held_messages (topic_id, session_id, text, source_id, created_at)
+            VALUES (?, ?, ?, ?, ?) RETURNING {_COLUMNS}
             """,
-            (topic_id, session_id, text, self._now()),
+            (topic_id, session_id, text, source_id, self._now()),
         )
         assert row is not None  # RETURNING always gives the row
         return _to_held(row)
@@ -67,6 +70,18 @@ class HeldMessageStore:
         )
         return [str(row[0]) for row in rows]
 
+    async def edit(self, topic_id: int, source_id: int, text: str) -> HeldMessage | None:
+        """Replace the text of the held copy of a person's message (None: nothing held)."""
+        row = await self._db.fetch_one(
+            f"""
+            UPDATE held_messages SET text = ?
+            WHERE topic_id = ? AND source_id = ? AND status = 'held'
+            RETURNING {_COLUMNS}
+            """,
+            (text, topic_id, source_id),
+        )
+        return None if row is None else _to_held(row)
+
     async def make_urgent(self, held_id: int) -> bool:
         changed = await self._db.execute(
             "UPDATE held_messages SET urgent = 1 WHERE id = ? AND status = 'held'", (held_id,)
@@ -91,5 +106,6 @@ def _to_held(row: sqlite3.Row) -> HeldMessage:
         status=row["status"],
         urgent=bool(row["urgent"]),
         message_id=row["message_id"],
+        source_id=row["source_id"],
         created_at=row["created_at"],
     )

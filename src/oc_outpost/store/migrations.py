@@ -94,6 +94,7 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
         status     TEXT NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'sent', 'dropped')),
         urgent     INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1)),
         message_id INTEGER NULL,
+        source_id  INTEGER NULL,
         created_at INTEGER NOT NULL
     );
     CREATE INDEX idx_held_messages_session ON held_messages(session_id, status);

@@ -4,8 +4,9 @@ Access control happens first, in one place (`guard`): only the configured chat a
 TELEGRAM_ALLOWED_USERS is set, only those users reach any other handler — messages, commands
 and button presses alike. Messages sent on behalf of a chat (anonymous admins, the linked
 channel's automatic forwards) are never served. Only new messages run anything: an edit of a
-message is not a new prompt. Every reply goes to the topic where the command was typed; a
-`UserError` from core becomes a short ❌ reply there, anything else reaches `error`.
+message is not a new prompt (it only edits the queued copy of a held message). Every reply
+goes to the topic where the command was typed; a `UserError` from core becomes a short ❌ reply
+there, anything else reaches `error`.
 
 A button press is answered at once, before its work: Telegram expires a press after some
 seconds, and a failed answer is only logged. The outcome shows in the message itself (core
@@ -206,6 +207,9 @@ class Handlers:
             MessageHandler(
                 NEW_MESSAGES & filters.StatusUpdate.FORUM_TOPIC_CREATED, self.topic_created
             )
+        )
+        app.add_handler(
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & filters.TEXT, self.edited)
         )
         app.add_handler(CallbackQueryHandler(self.button))
         app.add_error_handler(self.error)
@@ -486,8 +490,17 @@ class Handlers:
                 "the project's topic. /help lists everything.",
             )
             return
-        piece = ready(Piece(message.text))
+        piece = ready(Piece(message.text, message_ids=(message.message_id,)))
         self._background(context, update, topic, self._collect(topic, message, piece))
+
+    async def edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An edit runs nothing, except that it edits the queued copy of a held message."""
+        message = update.effective_message
+        topic = topic_of(message) if message is not None else None
+        if message is None or message.text is None or topic is None:
+            return
+        work = self._controller.edit_held(topic, message.message_id, message.text)
+        self._background(context, update, topic, work)
 
     async def file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -507,7 +520,9 @@ class Handlers:
         await self._prompts.add(topic, sender, message.message_id, piece)
 
     async def _send_prompt(self, topic: int, prompt: Piece) -> None:
-        await self._guarded(topic, self._controller.message(topic, prompt.text, prompt.attachments))
+        source = prompt.message_ids[0] if len(prompt.message_ids) == 1 else None
+        work = self._controller.message(topic, prompt.text, prompt.attachments, source=source)
+        await self._guarded(topic, work)
 
     async def _file_piece(self, topic: int, message: Message) -> Piece | None:
         try:

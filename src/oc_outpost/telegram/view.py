@@ -460,6 +460,9 @@ class TelegramChat:
             priority=Priority.INTERACTIVE,
         )
 
+    async def update_menu(self, topic_id: int, message_id: int, menu: Menu) -> None:
+        await self.edit(message_id, fit(plain(menu.text)), menu_rows(menu) or None)
+
     async def show_menu(self, topic_id: int, menu: Menu) -> int:
         message = await self.send(topic_id, plain(menu.text), rows=menu_rows(menu) or None)
         return message.message_id
