@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from telegram import Update
@@ -19,19 +21,26 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import ChatPort, GoneTopics
+from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.controller import Controller, ControllerConfig
+from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.diffs import Diffs
 from oc_outpost.core.file_port import FilePort
+from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.history import History
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.linking import Linker
+from oc_outpost.core.oc_commands import OpenCodeCommands
 from oc_outpost.core.project_files import ProjectFiles
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.recovery import Reconciler, StartupRecovery
 from oc_outpost.core.registration import Registrations
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.shell import ShellRunner
 from oc_outpost.core.topic_states import TopicBook, TopicStates, TopicStateView
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.core.voice import VoicePrompts
@@ -53,7 +62,9 @@ from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.board import BoardStore
 from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.buttons import ButtonStore
+from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
+from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.instances import InstanceStore
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 from oc_outpost.store.pending import PendingStore
@@ -357,6 +368,7 @@ def build_core(
 
     # core's side of the OpenCode events: built first, the servers report to it
     buttons = ButtonStore(topic_db)
+    turn_ends = TurnEnds()
     tracker = TurnTracker(
         chat,
         bindings,
@@ -364,6 +376,7 @@ def build_core(
         metrics=metrics,
         outputs=TurnOutputs(buttons, bindings),
         states=states,
+        ends=turn_ends,
     )
     approvals = Approvals(chat, PendingStore(topic_db), states)
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
@@ -387,11 +400,20 @@ def build_core(
     linker = Linker(registry, bindings, chat)
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
     files = ProjectFiles(registry, chat)
+    prompter = Prompter(registry, tracker, chat)
+    tokens = ControlTokenStore(topic_db)
+    shell = ShellRunner(prompter, tracker, chat)
+    held = HeldMessages(
+        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends, shell
+    )
+    model_state = opencode_state_file(dict(os.environ), Path.home())
+    controls = Controls(bindings, prompter, tokens, lambda: read_model_state(model_state), held)
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
             auto_create_dirs=s.auto_create_project_dirs,
             setup_wait_s=s.startup_timeout_s,
+            busy_policy=s.busy_policy,
         ),
         chat=chat,
         bindings=bindings,
@@ -399,7 +421,7 @@ def build_core(
         tracker=tracker,
         approvals=approvals,
         linker=linker,
-        prompter=Prompter(registry, tracker, chat),
+        prompter=prompter,
         catalog=catalog,
         registrations=Registrations(registry, bindings, linker, chat, s.project_base_path),
         unlinker=Unlinker(
@@ -416,6 +438,13 @@ def build_core(
         browser=FileBrowser(files, buttons, chat, chat),
         diffs=Diffs(files, buttons, chat, chat),
         voice=VoicePrompts(transcriber(s), files),
+        controls=controls,
+        held=held,
+        shell=shell,
+        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
+        turn_ends=turn_ends,
+        commands=OpenCodeCommands(prompter, tracker, tokens, chat),
+        history=History(prompter, tracker, linker, tokens, chat),
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

@@ -51,6 +51,7 @@ _RULES: Final[Mapping[str, str]] = {
     "topic_db_path": "a file path",
     "project_base_path": "a directory path",
     "auto_create_project_dirs": "true or false",
+    "busy_policy": "queue or steer",
     "api_host": "a host name or IP address",
     "api_port": "an integer between 1 and 65535",
     "api_key": f"a secret of at least {MIN_API_KEY_LENGTH} characters",
@@ -193,6 +194,8 @@ class Settings(BaseSettings):
     topic_db_path: Path = Path("./data/topics.db")
     project_base_path: Path
     auto_create_project_dirs: bool = True
+    # a text sent during a turn: held by the bot until idle (queue) or sent at once (steer)
+    busy_policy: Literal["queue", "steer"] = "queue"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=4200, ge=1, le=MAX_PORT)
     api_key: SecretStr | None = None

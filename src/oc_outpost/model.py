@@ -63,6 +63,17 @@ class TopicBinding:
     instance_id: str | None = None
     streaming_enabled: bool = True
     topic_name_updated: bool = False
+    model: str | None = None  # "provider/model"; None: the server's default
+    variant: str | None = None
+    agent: str | None = None  # None: the server's default agent
+
+    @property
+    def model_ref(self) -> tuple[str, str] | None:
+        """The chosen model as (provider id, model id), if any."""
+        if self.model is None or "/" not in self.model:
+            return None
+        provider, _, model = self.model.partition("/")
+        return provider, model
 
 
 @dataclass(frozen=True)

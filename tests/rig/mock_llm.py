@@ -55,6 +55,7 @@ class Text:
     reasoning: str | None = None
     chunk_size: int = 8
     delay_s: float = 0.0
+    prompt_tokens: int = 10  # reported as usage: a large value fills the model's context
 
 
 @dataclass(frozen=True)
@@ -180,12 +181,12 @@ class _Stream:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
         await self._frame(self._envelope(choices=[choice]))
 
-    async def usage(self, completion_chars: int) -> None:
+    async def usage(self, completion_chars: int, prompt_tokens: int = 10) -> None:
         completion_tokens = max(1, completion_chars // 4)
         usage = {
-            "prompt_tokens": 10,
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "total_tokens": 10 + completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
         await self._frame(self._envelope(choices=[], usage=usage))
 
@@ -407,7 +408,7 @@ class MockLLM:
             for piece in chunk_text(reply.text, reply.chunk_size):
                 await stream.send({"content": piece}, delay_s=reply.delay_s)
             await stream.send({}, finish_reason="stop", delay_s=reply.delay_s)
-            await stream.usage(len(reply.text) + len(reply.reasoning or ""))
+            await stream.usage(len(reply.text) + len(reply.reasoning or ""), reply.prompt_tokens)
         await stream.done()
 
     def _completion(self, reply: Text | ToolCall) -> dict[str, Any]:

@@ -37,6 +37,7 @@ VERSION_TIMEOUT_S = 30.0
 DEAD_REGISTRY = "http://127.0.0.1:9/"
 MOCK_PROVIDER = "mock"
 MOCK_MODEL = "mock-model"
+MOCK_MODEL_PRO = "mock-pro"  # a second model, for choosing one per topic
 DEFAULT_PERMISSION: dict[str, Any] = {"bash": "ask", "edit": "ask"}
 
 # Inherited variables that would change how the server under test behaves or authenticates.
@@ -213,7 +214,14 @@ def mock_provider_config(
                         "name": "Mock",
                         "tool_call": True,
                         "limit": {"context": 128000, "output": 4096},
-                    }
+                    },
+                    MOCK_MODEL_PRO: {
+                        "name": "Mock Pro",
+                        "tool_call": True,
+                        "attachment": True,
+                        "modalities": {"input": ["text", "image"], "output": ["text"]},
+                        "limit": {"context": 64000, "output": 4096},
+                    },
                 },
             }
         },

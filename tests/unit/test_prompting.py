@@ -29,7 +29,7 @@ class FakeClient:
         self.refuse = refuse
         self.prompts: list[str] = []
 
-    async def prompt_async(self, session_id: str, parts: list[Any]) -> None:
+    async def prompt_async(self, session_id: str, parts: list[Any], **choice: Any) -> None:
         if self.refuse:
             self.refuse -= 1
             raise OpenCodeUnavailable("POST /session/ses_1/prompt_async: connection refused")

@@ -136,6 +136,8 @@ async def test_topic_db_is_created_with_tables_and_indexes(
         "bot_state",
         "buttons",
         "button_presses",
+        "control_tokens",
+        "held_messages",
     }
     assert {
         "idx_topic_mappings_chat_id",
@@ -177,6 +179,8 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
                 "bot_state",
                 "buttons",
                 "button_presses",
+                "control_tokens",
+                "held_messages",
             }
             assert await names(db, "table") == tables
 

@@ -50,6 +50,20 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class Button:
+    """A control button; `token` names its stored press (store/control_tokens.py)."""
+
+    label: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Menu:
+    text: str
+    rows: tuple[tuple[Button, ...], ...]
+
+
+@dataclass(frozen=True)
 class Attachment:
     """A file the user sent with a prompt."""
 
@@ -82,6 +96,15 @@ class ProgressLog(Protocol):
 
 
 class ChatPort(Protocol):
+    async def update_menu(self, topic_id: int, message_id: int, menu: Menu) -> None:
+        """Replace a message's text and control buttons."""
+
+    async def show_code(self, topic_id: int, title: str, code: str) -> None:
+        """Post `code` under `title` as a code block (long: as a text document)."""
+
+    async def show_menu(self, topic_id: int, menu: Menu) -> int:
+        """Post text with control buttons; returns the message id."""
+
     async def create_topic(self, name: str) -> int: ...
 
     async def delete_topic(self, topic_id: int) -> None: ...

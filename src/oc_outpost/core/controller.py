@@ -13,15 +13,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
-from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, ProjectEntry, TopicGone
+from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
+from oc_outpost.core.context import ContextWatch
+from oc_outpost.core.controls import Chosen, Controls, Delegated
 from oc_outpost.core.diffs import Diffs
-from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
+from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
+from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.history import History
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
+from oc_outpost.core.oc_commands import OpenCodeCommands
 from oc_outpost.core.pickers import Pickers
 from oc_outpost.core.projects import (
     ProjectError,
@@ -37,7 +43,9 @@ from oc_outpost.core.recovery import StartupRecovery
 from oc_outpost.core.registration import Registration, Registrations
 from oc_outpost.core.replies import ClearReport, SessionDetails, SessionList, StatusReport
 from oc_outpost.core.sessions import SessionCatalog
+from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.core.voice import VoicePrompts
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
@@ -51,6 +59,7 @@ class ControllerConfig:
     project_base: Path
     auto_create_dirs: bool = True
     setup_wait_s: float = 60.0  # how long a message waits for its topic's /new to finish
+    busy_policy: Literal["queue", "steer"] = "queue"
 
 
 class Controller:
@@ -73,6 +82,13 @@ class Controller:
         browser: FileBrowser,
         diffs: Diffs,
         voice: VoicePrompts,
+        controls: Controls,
+        held: HeldMessages,
+        shell: ShellRunner,
+        context: ContextWatch,
+        turn_ends: TurnEnds,
+        commands: OpenCodeCommands,
+        history: History,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -90,6 +106,13 @@ class Controller:
         self._browser = browser
         self._diffs = diffs
         self._voice = voice
+        self._controls = controls
+        self._held = held
+        self._shell = shell
+        self._context = context
+        self._turn_ends = turn_ends
+        self._commands = commands
+        self._history = history
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,6 +129,7 @@ class Controller:
         self._tasks = [
             asyncio.create_task(self._recover(), name="recover-open-turns"),
             asyncio.create_task(self._unlink_gone_topics(), name="unlink-gone-topics"),
+            asyncio.create_task(self._follow_turn_ends(), name="after-turns"),
         ]
 
     async def stop(self) -> None:
@@ -117,8 +141,19 @@ class Controller:
     async def _recover(self) -> None:
         try:
             await self._recovery.run()
+            await self._held.resume()
         except Exception:
             log.exception("catching up after the bot restart failed")
+
+    async def _follow_turn_ends(self) -> None:
+        """After each turn: the next held message, then the context hint."""
+        while True:
+            session_id = await self._turn_ends.next()
+            for step in (self._held.send_next, self._context.after_turn):
+                try:
+                    await step(session_id)
+                except Exception:
+                    log.exception("after the turn of %s: %s failed", session_id, step.__name__)
 
     async def _unlink_gone_topics(self) -> None:
         while True:
@@ -185,7 +220,12 @@ class Controller:
         return self._bindings.by_topic(topic_id) is not None
 
     async def message(
-        self, topic_id: int, text: str, attachments: Sequence[Attachment] = ()
+        self,
+        topic_id: int,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        source: int | None = None,
     ) -> None:
         """Text (or files with their caption) typed in a topic: the session's next prompt."""
         if self._bindings.by_topic(topic_id) is None:
@@ -194,7 +234,30 @@ class Controller:
         if binding is None:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
             return
+        if self._holds(binding, attachments):
+            await self._held.hold(binding, text, source)
+            return
+        if is_shell(text) and not attachments:
+            await self._shell.run(binding, text)
+            return
+        if any(a.mime.startswith("image/") for a in attachments):
+            warning = await self._controls.image_warning(binding)
+            if warning is not None:
+                await self._chat.notify(topic_id, warning)
         await self._prompter.send(binding, text, tuple(attachments))
+
+    async def edit_held(self, topic_id: int, message_id: int, text: str) -> None:
+        """A person edited a message: if it is held, its queued copy changes too."""
+        await self._held.edit(topic_id, message_id, text)
+
+    def _holds(self, binding: TopicBinding, attachments: Sequence[Attachment]) -> bool:
+        """A text typed while the session is busy waits in the bot (BUSY_POLICY=queue)."""
+        return (
+            self._config.busy_policy == "queue"
+            and not attachments
+            and binding.session_id is not None
+            and self._tracker.is_busy(binding.session_id)
+        )
 
     async def topic_created(self, topic_id: int) -> None:
         """A person created a topic in the app: offer the picker right away."""
@@ -376,7 +439,68 @@ class Controller:
     async def session_info(self, topic_id: int | None) -> SessionDetails:
         binding = self._require_binding(topic_id)
         assert binding.session_id is not None
-        return await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
+        info = await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
+        if info.note is not None:  # its server is stopped or did not answer
+            return info
+        try:
+            return replace(info, context_percent=await self._context.percent(binding))
+        except UserError as exc:
+            return replace(info, note=str(exc))
+
+    # --- model, variant and agent -------------------------------------------------------------
+
+    async def model_menu(self, topic_id: int | None, query: str = "") -> Menu:
+        return await self._controls.model_menu(self._require_binding(topic_id), query)
+
+    async def agent_menu(self, topic_id: int | None) -> Menu:
+        return await self._controls.agent_menu(self._require_binding(topic_id))
+
+    async def set_agent(self, topic_id: int | None, name: str) -> str:
+        """`/plan`, `/build`, `/agent <name>`: switch the topic's agent directly."""
+        await self._controls.set_agent(self._require_binding(topic_id), name)
+        return f"🤖 Agent: {name}. Your next messages go to it."
+
+    async def press_control(self, topic_id: int | None, token: str, who: str) -> Menu | Chosen:
+        if topic_id is None:
+            raise BadRequest("This button only works in a project topic.")
+        result = await self._controls.press(topic_id, token, who)
+        if not isinstance(result, Delegated):
+            return result
+        match result.kind:
+            case "compact":
+                return Chosen(await self._context.compact(result.binding))
+            case "redo":
+                return Chosen(await self._history.redo(result.binding))
+            case _:
+                return Chosen(await self._command_pressed(result.binding, result.value, who))
+
+    async def _command_pressed(self, binding: TopicBinding, name: str, who: str) -> str:
+        command = await self._commands.find(binding, name)
+        if command is None:
+            raise NotFound(f"/{name} is not an OpenCode command here any more.")
+        if command.takes_arguments:
+            return f"✍️ /{command.name} takes arguments: type /{command.name} <arguments> here."
+        await self._commands.run(binding, command.name, "")
+        return f"▶ /{command.name} started by {who}."
+
+    async def undo(self, topic_id: int | None) -> None:
+        await self._history.undo(self._require_binding(topic_id))
+
+    async def redo(self, topic_id: int | None) -> str:
+        return await self._history.redo(self._require_binding(topic_id))
+
+    async def fork(self, topic_id: int | None) -> None:
+        await self._history.fork(self._require_binding(topic_id))
+
+    async def command_menu(self, topic_id: int | None) -> Menu:
+        return await self._commands.menu(self._require_binding(topic_id))
+
+    async def run_command(self, topic_id: int | None, name: str, arguments: str) -> None:
+        """`/name args` typed in a topic, not one of ours: OpenCode's command of that name."""
+        await self._commands.run(self._require_binding(topic_id), name, arguments)
+
+    async def compact(self, topic_id: int | None) -> str:
+        return await self._context.compact(self._require_binding(topic_id))
 
     async def status(self) -> StatusReport:
         return StatusReport(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 from pathlib import Path
+from typing import TypedDict
 
 from oc_outpost.core.chat import Attachment, ChatPort
 from oc_outpost.core.errors import BadRequest, Unavailable, UserError
@@ -45,7 +46,7 @@ class Prompter:
         session_id = binding.session_id
         if session_id is None:
             raise BadRequest(NOT_LINKED)
-        running = await self._connect(binding)
+        running = await self.connect(binding)
         queued = self._tracker.is_busy(session_id)
         if queued:
             await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
@@ -54,11 +55,11 @@ class Prompter:
         parts = prompt_parts(text, attachments)
         try:
             try:
-                await running.client.prompt_async(session_id, parts)
+                await running.client.prompt_async(session_id, parts, **choice_of(binding))
             except OpenCodeUnavailable as exc:
                 log.info("prompt to %s refused (%s); restarting its server", session_id, exc)
-                running = await self._connect(binding)
-                await running.client.prompt_async(session_id, parts)
+                running = await self.connect(binding)
+                await running.client.prompt_async(session_id, parts, **choice_of(binding))
         except (OpenCodeError, UserError) as exc:
             log.warning("prompt to %s failed: %s", session_id, exc)
             refused = f"The prompt was not accepted: {exc}"
@@ -69,7 +70,7 @@ class Prompter:
             return
         await self._tracker.mark_accepted(binding, running.client)
 
-    async def _connect(self, binding: TopicBinding) -> RunningInstance:
+    async def connect(self, binding: TopicBinding) -> RunningInstance:
         name = Path(binding.project_path).name
 
         async def waking() -> None:
@@ -83,6 +84,17 @@ class Prompter:
             raise Unavailable(str(exc)) from exc
         except SERVER_ERRORS as exc:
             raise Unavailable(f"OpenCode is not available: {exc}") from exc
+
+
+class Choice(TypedDict):
+    model: tuple[str, str] | None
+    agent: str | None
+    variant: str | None
+
+
+def choice_of(binding: TopicBinding) -> Choice:
+    """The topic's model, agent and variant, as every prompt, command and shell call sends them."""
+    return Choice(model=binding.model_ref, agent=binding.agent, variant=binding.variant)
 
 
 def prompt_parts(text: str, attachments: tuple[Attachment, ...]) -> list[PromptPart]:

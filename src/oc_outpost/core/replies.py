@@ -37,6 +37,7 @@ class SessionDetails:
     cost: float = 0.0
     busy: bool = False
     note: str | None = None
+    context_percent: int | None = None  # how full the model's context is
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.topic_states import TopicBook, TopicStates
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.core.turn_outputs import TurnOutputs
+from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
@@ -51,9 +52,11 @@ class TurnTracker:
         metrics: Metrics | None = None,
         outputs: TurnOutputs | None = None,
         states: TopicStates | None = None,
+        ends: TurnEnds | None = None,
     ) -> None:
         self._chat = chat
         self._outputs = outputs  # images and changes of a finished turn (None: not shown)
+        self._ends = ends or TurnEnds()
         self._bindings = bindings
         self._journal = journal
         self._clock = clock
@@ -65,6 +68,7 @@ class TurnTracker:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[object]] = set()
         self._delivering: set[str] = set()  # sessions whose final answer is being delivered
+        self._hushed: set[str] = set()  # sessions running a `!` shell command: not a turn
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -72,6 +76,14 @@ class TurnTracker:
 
     def note_child(self, session_id: str, parent_id: str) -> None:
         self._parents[session_id] = self.root_of(parent_id)
+
+    def hush(self, session_id: str, hushed: bool) -> None:
+        """While hushed, the session's activity starts no turn (a shell command's output is
+        shown by itself, not as an answer)."""
+        if hushed:
+            self._hushed.add(session_id)
+        else:
+            self._hushed.discard(session_id)
 
     def is_busy(self, session_id: str) -> bool:
         return session_id in self._turns
@@ -213,7 +225,7 @@ class TurnTracker:
             return
         active = self._turns.get(session_id)
         if active is None:
-            if not _turns_busy(event):
+            if not _turns_busy(event) or session_id in self._hushed:
                 return
             active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
         active.accepted = True
@@ -283,6 +295,7 @@ class TurnTracker:
             )
             return False
         await self._journal.finished(snapshot.session_id)
+        self._ends.ended(snapshot.session_id)
         return True
 
     def is_delivering(self, session_id: str) -> bool:

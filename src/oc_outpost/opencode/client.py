@@ -18,6 +18,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from oc_outpost.logs import hide
+from oc_outpost.opencode.catalog import Agent, Command, ProviderList
 from oc_outpost.opencode.errors import (
     OpenCodeError,
     OpenCodeResponseError,
@@ -50,6 +51,7 @@ _T = TypeVar("_T")
 
 _SESSIONS = TypeAdapter(list[Session])
 _MESSAGES = TypeAdapter(list[MessageWithParts])
+_MESSAGE = TypeAdapter(MessageWithParts)
 _STATUSES = TypeAdapter(dict[str, SessionStatus])
 _PERMISSIONS = TypeAdapter(list[PermissionRequest])
 _QUESTIONS = TypeAdapter(list[QuestionRequest])
@@ -61,6 +63,9 @@ _FILE_DIFFS = TypeAdapter(list[FileDiff])
 _PATHS = TypeAdapter(list[str])
 _VCS = TypeAdapter(VcsInfo)
 _OUTPUT_MESSAGES = TypeAdapter(list[OutputMessage])
+_PROVIDERS = TypeAdapter(ProviderList)
+_AGENTS = TypeAdapter(list[Agent])
+_COMMANDS = TypeAdapter(list[Command])
 
 
 class OpenCodeClient:
@@ -171,6 +176,7 @@ class OpenCodeClient:
         *,
         model: tuple[str, str] | None = None,
         agent: str | None = None,
+        variant: str | None = None,
     ) -> None:
         """Queue a prompt (204 at once); follow the event stream for the answer.
 
@@ -182,6 +188,8 @@ class OpenCodeClient:
             payload["model"] = {"providerID": model[0], "modelID": model[1]}
         if agent is not None:
             payload["agent"] = agent
+        if variant is not None:
+            payload["variant"] = variant
         await self._request("POST", f"/session/{session_id}/prompt_async", json=payload)
 
     async def abort(self, session_id: str) -> bool:
@@ -278,6 +286,94 @@ class OpenCodeClient:
             "GET", f"/session/{session_id}/message", params={"limit": str(limit)}
         )
         return self._parse(_OUTPUT_MESSAGES, body, "GET /session/{id}/message")
+    async def shell(
+        self,
+        session_id: str,
+        command: str,
+        *,
+        agent: str,
+        model: tuple[str, str] | None = None,
+        timeout_s: float = 120.0,
+    ) -> MessageWithParts:
+        """Run `command` in the session without the LLM (409 while the session is busy);
+        the answer holds one completed `bash` tool part with the output."""
+        payload: dict[str, Any] = {"agent": agent, "command": command}
+        if model is not None:
+            payload["model"] = {"providerID": model[0], "modelID": model[1]}
+        body = await self._request(
+            "POST", f"/session/{session_id}/shell", json=payload, timeout_s=timeout_s
+        )
+        return self._parse(_MESSAGE, body, "POST /session/{id}/shell")
+
+    async def summarize(
+        self, session_id: str, model: tuple[str, str], *, timeout_s: float = 300.0
+    ) -> bool:
+        """Compact the session with `model` (provider id, model id); returns when it is done."""
+        payload = {"providerID": model[0], "modelID": model[1]}
+        body = await self._request(
+            "POST", f"/session/{session_id}/summarize", json=payload, timeout_s=timeout_s
+        )
+        return self._parse(_BOOL, body, "POST /session/{id}/summarize")
+
+    async def revert(self, session_id: str, message_id: str) -> Session:
+        """Undo the session from `message_id` on (files and messages; `unrevert` brings it back)."""
+        body = await self._request(
+            "POST", f"/session/{session_id}/revert", json={"messageID": message_id}
+        )
+        return self._parse(_SESSION, body, "POST /session/{id}/revert")
+
+    async def unrevert(self, session_id: str) -> Session:
+        body = await self._request("POST", f"/session/{session_id}/unrevert")
+        return self._parse(_SESSION, body, "POST /session/{id}/unrevert")
+
+    async def fork(self, session_id: str, message_id: str | None = None) -> Session:
+        """A copy of the session (up to `message_id`, if given), as a new session."""
+        payload = {"messageID": message_id} if message_id is not None else {}
+        body = await self._request("POST", f"/session/{session_id}/fork", json=payload)
+        return self._parse(_SESSION, body, "POST /session/{id}/fork")
+
+    async def commands(self) -> list[Command]:
+        body = await self._request("GET", "/command")
+        return self._parse(_COMMANDS, body, "GET /command")
+
+    async def command(
+        self,
+        session_id: str,
+        name: str,
+        arguments: str,
+        *,
+        agent: str | None = None,
+        model: tuple[str, str] | None = None,
+        variant: str | None = None,
+        timeout_s: float = 1800.0,
+    ) -> None:
+        """Run an OpenCode command. Synchronous: returns when its turn has ended (follow the
+        events meanwhile). `model` goes on the wire as one "provider/model" string."""
+        payload: dict[str, Any] = {"command": name, "arguments": arguments}
+        if agent is not None:
+            payload["agent"] = agent
+        if model is not None:
+            payload["model"] = f"{model[0]}/{model[1]}"
+        if variant is not None:
+            payload["variant"] = variant
+        await self._request(
+            "POST", f"/session/{session_id}/command", json=payload, timeout_s=timeout_s
+        )
+
+    async def providers(self) -> ProviderList:
+        """The configured providers with their models, and each provider's default model."""
+        body = await self._request("GET", "/config/providers")
+        return self._parse(_PROVIDERS, body, "GET /config/providers")
+
+    async def default_model(self) -> str | None:
+        """The configured default model ("provider/model" from `GET /config`), if set."""
+        body = await self._request("GET", "/config")
+        model = body.get("model") if isinstance(body, dict) else None
+        return model if isinstance(model, str) else None
+
+    async def agents(self) -> list[Agent]:
+        body = await self._request("GET", "/agent")
+        return self._parse(_AGENTS, body, "GET /agent")
 
     # -- plumbing -------------------------------------------------------------------------------
 

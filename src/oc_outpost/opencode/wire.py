@@ -29,6 +29,10 @@ class SessionTime(WireModel):
     archived: int | None = None
 
 
+class SessionRevert(WireModel):
+    message_id: str = Field(alias="messageID")
+
+
 class Session(WireModel):
     id: str
     slug: str = ""
@@ -41,6 +45,7 @@ class Session(WireModel):
     time: SessionTime
     cost: float | None = None
     tokens: TokenUsage | None = None
+    revert: SessionRevert | None = None  # set while messages are undone (until unrevert)
 
 
 class MessageWithParts(WireModel):

@@ -90,4 +90,31 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX idx_button_presses_key ON button_presses(press_key, created_at);
     CREATE INDEX idx_button_presses_created_at ON button_presses(created_at);
     """,
+    """
+    ALTER TABLE topic_mappings ADD COLUMN model TEXT NULL;
+    ALTER TABLE topic_mappings ADD COLUMN variant TEXT NULL;
+    ALTER TABLE topic_mappings ADD COLUMN agent TEXT NULL;
+
+    CREATE TABLE control_tokens (
+        token      TEXT PRIMARY KEY NOT NULL,
+        topic_id   INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        used_by    TEXT NULL,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE held_messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic_id   INTEGER NOT NULL,
+        session_id TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        status     TEXT NOT NULL DEFAULT 'held' CHECK (status IN ('held', 'sent', 'dropped')),
+        urgent     INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1)),
+        message_id INTEGER NULL,
+        source_id  INTEGER NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idx_held_messages_session ON held_messages(session_id, status);
+    """,
 )

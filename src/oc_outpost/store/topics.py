@@ -10,7 +10,7 @@ from oc_outpost.store.errors import NotFound, StoreError
 
 _COLUMNS = (
     "chat_id, topic_id, project_path, session_id, instance_id, streaming_enabled, "
-    "topic_name_updated, created_at, updated_at"
+    "topic_name_updated, model, variant, agent, created_at, updated_at"
 )
 _KEY = "chat_id = :chat_id AND topic_id = :topic_id"
 
@@ -26,12 +26,14 @@ class TopicStore:
             f"""
             INSERT INTO topic_mappings ({_COLUMNS})
             VALUES (:chat_id, :topic_id, :project_path, :session_id, :instance_id,
-                    :streaming_enabled, :topic_name_updated, :created_at, :updated_at)
+                    :streaming_enabled, :topic_name_updated, :model, :variant, :agent,
+                    :created_at, :updated_at)
             ON CONFLICT (chat_id, topic_id) DO UPDATE SET
                 project_path = excluded.project_path, session_id = excluded.session_id,
                 instance_id = excluded.instance_id,
                 streaming_enabled = excluded.streaming_enabled,
                 topic_name_updated = excluded.topic_name_updated,
+                model = excluded.model, variant = excluded.variant, agent = excluded.agent,
                 updated_at = excluded.updated_at
             RETURNING {_COLUMNS}
             """,
@@ -43,6 +45,9 @@ class TopicStore:
                 "instance_id": binding.instance_id,
                 "streaming_enabled": int(binding.streaming_enabled),
                 "topic_name_updated": int(binding.topic_name_updated),
+                "model": binding.model,
+                "variant": binding.variant,
+                "agent": binding.agent,
                 "created_at": binding.created_at,
                 "updated_at": self._now(),
             },
@@ -109,4 +114,7 @@ def _to_binding(row: sqlite3.Row) -> TopicBinding:
         instance_id=row["instance_id"],
         streaming_enabled=bool(row["streaming_enabled"]),
         topic_name_updated=bool(row["topic_name_updated"]),
+        model=row["model"],
+        variant=row["variant"],
+        agent=row["agent"],
     )

@@ -6,6 +6,7 @@ x:<session>:<n>    stop the turn (n: its  l:<key>        link this topic to a pr
 o:<key>            open a project's topic   c:<session id> connect a session to a new topic
 b:<token>:<action> a /ls browser button: e<i> entry, u back, n/p next/previous page, z zip
 d:<token>          a final answer's Diff button
+k:<token>          a control picker button (model, agent, …; core/controls.py)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 MAX_CALLBACK_BYTES = 64
 _KEY = re.compile(r"[0-9a-f]{12}")
 _SESSION = re.compile(r"ses_[A-Za-z0-9]{1,56}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,24}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _BROWSE_ACTION = re.compile(r"e[0-9]{1,3}|[unpz]")
 
 
@@ -64,6 +65,11 @@ class DiffPress:
     token: str
 
 
+@dataclass(frozen=True)
+class ControlPress:
+    token: str
+
+
 Press = (
     PermissionPress
     | QuestionPress
@@ -73,6 +79,7 @@ Press = (
     | ConnectPress
     | BrowsePress
     | DiffPress
+    | ControlPress
 )
 
 
@@ -108,6 +115,10 @@ def diff_data(token: str) -> str:
     return _checked(f"d:{token}")
 
 
+def control_data(token: str) -> str:
+    return _checked(f"k:{token}")
+
+
 def parse(data: str | None) -> Press | None:
     """The press a callback's data describes, or None for anything we did not issue."""
     match (data or "").split(":"):
@@ -127,6 +138,8 @@ def parse(data: str | None) -> Press | None:
             return BrowsePress(token, action)
         case ["d", token] if _TOKEN.fullmatch(token):
             return DiffPress(token)
+        case ["k", token] if _TOKEN.fullmatch(token):
+            return ControlPress(token)
         case _:
             return None
 

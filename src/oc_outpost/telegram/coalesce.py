@@ -26,11 +26,16 @@ class Piece:
 
     text: str
     attachments: tuple[Attachment, ...] = ()
+    message_ids: tuple[int, ...] = ()  # the Telegram messages it came from
 
 
 def joined(pieces: Sequence[Piece]) -> Piece:
     texts = [p.text for p in pieces if p.text.strip()]
-    return Piece("\n\n".join(texts), tuple(a for p in pieces for a in p.attachments))
+    return Piece(
+        "\n\n".join(texts),
+        tuple(a for p in pieces for a in p.attachments),
+        tuple(i for p in pieces for i in p.message_ids),
+    )
 
 
 @dataclass(frozen=True)

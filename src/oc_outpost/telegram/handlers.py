@@ -4,8 +4,9 @@ Access control happens first, in one place (`guard`): only the configured chat a
 TELEGRAM_ALLOWED_USERS is set, only those users reach any other handler — messages, commands
 and button presses alike. Messages sent on behalf of a chat (anonymous admins, the linked
 channel's automatic forwards) are never served. Only new messages run anything: an edit of a
-message is not a new prompt. Every reply goes to the topic where the command was typed; a
-`UserError` from core becomes a short ❌ reply there, anything else reaches `error`.
+message is not a new prompt (it only edits the queued copy of a held message). Every reply
+goes to the topic where the command was typed; a `UserError` from core becomes a short ❌ reply
+there, anything else reaches `error`.
 
 A button press is answered at once, before its work: Telegram expires a press after some
 seconds, and a failed answer is only logged. The outcome shows in the message itself (core
@@ -35,12 +36,14 @@ from telegram.ext import (
     filters,
 )
 
-from oc_outpost.core.chat import Attachment
+from oc_outpost.core.chat import Attachment, Menu
 from oc_outpost.core.controller import Controller
+from oc_outpost.core.controls import Chosen
 from oc_outpost.core.errors import BadRequest, UserError
 from oc_outpost.telegram import callbacks, render
 from oc_outpost.telegram.coalesce import CoalesceConfig, Coalescer, Piece, Sleep, ready
-from oc_outpost.telegram.formatted import plain
+from oc_outpost.telegram.formatted import fit, plain
+from oc_outpost.telegram.keyboards import menu_rows
 from oc_outpost.telegram.view import TelegramChat
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,15 @@ COMMANDS = [
     BotCommand("connect", "Bind an existing session to a new topic"),
     BotCommand("cancel", "Stop the running turn in this topic"),
     BotCommand("stream", "Live progress on or off in this topic"),
+    BotCommand("model", "Choose this topic's model"),
+    BotCommand("agent", "Choose this topic's agent"),
+    BotCommand("plan", "Switch this topic to the plan agent"),
+    BotCommand("build", "Switch this topic to the build agent"),
+    BotCommand("commands", "OpenCode's own commands of this project, as buttons"),
+    BotCommand("undo", "Undo the last turn (files too); shows its prompt"),
+    BotCommand("redo", "Bring back what /undo undid"),
+    BotCommand("fork", "Copy this session into a new topic"),
+    BotCommand("compact", "Summarize this topic's session to free its context"),
     BotCommand("session", "This topic's project, server, session and usage"),
     BotCommand("ls", "Browse this topic's project files (-a: hidden too)"),
     BotCommand("get", "Send one file of this topic's project"),
@@ -135,15 +147,11 @@ def file_mime(name: str, declared: str, data: bytes) -> str:
     return "text/plain"
 
 
-def _args(context: ContextTypes.DEFAULT_TYPE) -> str:
-    return " ".join(context.args or [])
-
-
 def _command_argument(update: Update) -> str:
-    """Everything after the command, spacing kept (a path may contain double spaces)."""
+    """Everything after the command, inner spacing kept (a path may contain double spaces)."""
     message = update.effective_message
     text = message.text if message is not None and message.text else ""
-    return text.partition(" ")[2] if " " in text.strip() else ""
+    return text.partition(" ")[2].strip()
 
 
 class Handlers:
@@ -188,6 +196,15 @@ class Handlers:
             "ls": self.ls,
             "get": self.get,
             "diff": self.diff,
+            "model": self.model,
+            "agent": self.agent,
+            "plan": self.plan,
+            "build": self.build,
+            "compact": self.compact,
+            "commands": self.commands,
+            "undo": self.undo,
+            "redo": self.redo,
+            "fork": self.fork,
         }
         for name, callback in commands.items():
             app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
@@ -204,6 +221,9 @@ class Handlers:
             MessageHandler(
                 NEW_MESSAGES & filters.StatusUpdate.FORUM_TOPIC_CREATED, self.topic_created
             )
+        )
+        app.add_handler(
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & filters.TEXT, self.edited)
         )
         app.add_handler(CallbackQueryHandler(self.button))
         app.add_error_handler(self.error)
@@ -304,7 +324,14 @@ class Handlers:
         _, _, addressee = command.partition("@")
         if addressee and addressee.lower() != (context.bot.username or "").lower():
             return  # meant for another bot in the group
-        await self._reply(topic_of(message), f"Unknown command {command}. /help lists them.")
+        topic = topic_of(message)
+        if topic is not None and self._controller.is_linked(topic):
+            name = command.removeprefix("/").partition("@")[0]
+            arguments = (message.text or "").partition(" ")[2].strip()
+            work = self._controller.run_command(topic, name, arguments)
+            self._background(context, update, topic, work)
+            return
+        await self._reply(topic, f"Unknown command {command}. /help lists them.")
 
     async def projects(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
@@ -344,7 +371,7 @@ class Handlers:
     async def connect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not await self._general_only(update, "/connect <project | session id>"):
             return
-        self._background(context, update, None, self._controller.connect(_args(context)))
+        self._background(context, update, None, self._controller.connect(_command_argument(update)))
 
     async def disconnect(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
@@ -352,13 +379,13 @@ class Handlers:
 
     async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        self._background(context, update, topic, self._controller.link(topic, _args(context)))
+        self._background(context, update, topic, self._controller.link(topic, _command_argument(update)))
 
     async def stream(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
 
         async def toggle() -> None:
-            enabled = await self._controller.toggle_stream(topic, _args(context))
+            enabled = await self._controller.toggle_stream(topic, _command_argument(update))
             state = (
                 "ON: progress is shown live, then the answer"
                 if enabled
@@ -415,6 +442,69 @@ class Handlers:
         topic = self._where(update)
         self._background(context, update, topic, self._controller.diff(topic))
 
+    async def model(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._show_menu(topic, self._controller.model_menu(topic, _command_argument(update)))
+        self._background(context, update, topic, work)
+
+    async def agent(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        name = _command_argument(update).strip()
+        if name:
+            work = self._answer(topic, self._controller.set_agent(topic, name))
+        else:
+            work = self._show_menu(topic, self._controller.agent_menu(topic))
+        self._background(context, update, topic, work)
+
+    async def plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._switch_agent(update, context, "plan")
+
+    async def build(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._switch_agent(update, context, "build")
+
+    async def _switch_agent(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, name: str
+    ) -> None:
+        topic = self._where(update)
+        self._background(
+            context, update, topic, self._answer(topic, self._controller.set_agent(topic, name))
+        )
+
+    async def undo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.undo(topic))
+
+    async def redo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._answer(topic, self._controller.redo(topic)))
+
+    async def fork(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.fork(topic))
+
+    async def commands(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._show_menu(topic, self._controller.command_menu(topic))
+        self._background(context, update, topic, work)
+
+    async def compact(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(
+            context, update, topic, self._answer(topic, self._controller.compact(topic))
+        )
+
+    async def _send_menu(self, topic: int | None, menu: Menu) -> None:
+        if topic is None:
+            raise BadRequest("Use this command inside a project topic.")
+        await self._chat.show_menu(topic, menu)
+
+    async def _show_menu(self, topic: int | None, menu: Awaitable[Menu]) -> None:
+        await self._send_menu(topic, await menu)
+
+    async def _answer(self, topic: int | None, answer: Awaitable[str]) -> None:
+        """Reply with what core answered."""
+        await self._reply(topic, await answer)
+
     # --- messages -----------------------------------------------------------------------------
 
     async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -428,8 +518,17 @@ class Handlers:
                 "the project's topic. /help lists everything.",
             )
             return
-        piece = ready(Piece(message.text))
+        piece = ready(Piece(message.text, message_ids=(message.message_id,)))
         self._background(context, update, topic, self._collect(topic, message, piece))
+
+    async def edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An edit runs nothing, except that it edits the queued copy of a held message."""
+        message = update.effective_message
+        topic = topic_of(message) if message is not None else None
+        if message is None or message.text is None or topic is None:
+            return
+        work = self._controller.edit_held(topic, message.message_id, message.text)
+        self._background(context, update, topic, work)
 
     async def file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -449,7 +548,9 @@ class Handlers:
         await self._prompts.add(topic, sender, message.message_id, piece)
 
     async def _send_prompt(self, topic: int, prompt: Piece) -> None:
-        await self._guarded(topic, self._controller.message(topic, prompt.text, prompt.attachments))
+        source = prompt.message_ids[0] if len(prompt.message_ids) == 1 else None
+        work = self._controller.message(topic, prompt.text, prompt.attachments, source=source)
+        await self._guarded(topic, work)
 
     async def _file_piece(self, topic: int, message: Message) -> Piece | None:
         try:
@@ -562,7 +663,20 @@ class Handlers:
             case callbacks.DiffPress(token):
                 await self._controller.turn_diff(topic, token, press_id)
                 outcome = "diff sent"
+            case callbacks.ControlPress(token):
+                outcome = await self._control_press(topic, token, person, pressed_on)
         log.info("button %s pressed by %s: %s", type(press).__name__, person, outcome)
+
+    async def _control_press(
+        self, topic: int | None, token: str, person: str, message_id: int
+    ) -> str:
+        result = await self._controller.press_control(topic, token, person)
+        if isinstance(result, Chosen):
+            assert topic is not None
+            await self._chat.show_decision(topic, message_id, result.text)
+            return result.text
+        await self._chat.edit(message_id, fit(plain(result.text)), menu_rows(result) or None)
+        return "menu"
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("handler failed", exc_info=context.error)
@@ -588,5 +702,7 @@ def _acknowledgement(press: callbacks.Press | None) -> str:
             return "Zipping…" if action == "z" else ""
         case callbacks.DiffPress():
             return "Sending the diff…"
+        case callbacks.ControlPress():
+            return "OK"
         case _:
             return "This button is no longer valid."

@@ -37,7 +37,7 @@ from oc_outpost.telegram.outbox import retry_after_seconds
 log = logging.getLogger(__name__)
 
 # Only what the handlers serve; edits, reactions and member updates stay on Telegram's side.
-ALLOWED_UPDATES = ("message", "callback_query")
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")  # edits: queued copies
 
 Sleep = Callable[[float], Awaitable[None]]
 Handle = Callable[[Update], Awaitable[None]]

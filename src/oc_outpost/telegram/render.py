@@ -19,6 +19,7 @@ from oc_outpost.core.replies import (
     StatusReport,
 )
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.model import TopicBinding
 from oc_outpost.telegram.formatted import (
     MESSAGE_LIMIT,
     Formatted,
@@ -181,6 +182,14 @@ TOPIC_HELP = (
     "passed along with their caption. Progress is shown live and the answer arrives as a new "
     "message; permission requests and questions come with buttons.\n\n"
     "/cancel — stop the running turn (or press ⏹ Stop)\n"
+    "/model [part of a name] — choose this topic's model\n"
+    "/agent [name] — choose its agent; /plan and /build switch directly\n"
+    "!<command> — run a shell command here, e.g. !git status\n"
+    "/compact — summarize the session to free its context\n"
+    "/undo · /redo — take back the last turn (files too) or bring it back\n"
+    "/fork — copy this session into a new topic\n"
+    "/commands — OpenCode's commands of this project; /<name> [arguments] runs one\n"
+    "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
     "/ls [-a] [path] — browse the project's files; tap one to get it\n"
@@ -230,6 +239,13 @@ def status_message(report: StatusReport, budget: Sequence[tuple[str, str]]) -> S
     return join(lines, "\n")
 
 
+def topic_choice(binding: TopicBinding) -> str:
+    model = binding.model or "server default"
+    variant = f" ({binding.variant})" if binding.variant else ""
+    agent = binding.agent or "default"
+    return f"This topic: model {model}{variant} · agent {agent} (/model, /agent)"
+
+
 def session_message(info: SessionDetails) -> Styled:
     binding = info.binding
     lines = [styled(f"📁 {binding.project_path.rstrip('/').rsplit('/', 1)[-1]}", "bold")]
@@ -245,6 +261,9 @@ def session_message(info: SessionDetails) -> Styled:
         lines.append(plain(f"Title: {info.title}"))
     if info.model:
         lines.append(plain(f"Model: {info.model}"))
+    lines.append(plain(topic_choice(binding)))
+    if info.context_percent is not None:
+        lines.append(plain(f"Context: ctx {info.context_percent}% (/compact)"))
     if info.input_tokens or info.output_tokens or info.cost:
         lines.append(
             plain(

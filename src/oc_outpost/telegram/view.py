@@ -18,6 +18,7 @@ from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     LinkPreviewOptions,
     Message,
     MessageEntity,
@@ -28,6 +29,7 @@ from telegram.error import BadRequest, TelegramError
 from oc_outpost.core.chat import (
     GoneTopics,
     HistoryEntry,
+    Menu,
     PermissionPrompt,
     ProgressLog,
     ProjectEntry,
@@ -40,7 +42,8 @@ from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
 from oc_outpost.telegram.files_view import diff_rows, listing_rows, listing_text
-from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
+from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split, styled
+from oc_outpost.telegram.keyboards import menu_rows
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
     PICKER_TEXT,
@@ -55,6 +58,9 @@ from oc_outpost.telegram.render import (
 from oc_outpost.telegram.uploads import Uploads
 
 log = logging.getLogger(__name__)
+
+CODE_INLINE_CHARS = 3500  # longer command output goes as a document
+CAPTION_CHARS = 1024
 
 Rows = list[list[InlineKeyboardButton]]
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
@@ -523,6 +529,30 @@ class TelegramChat:
         if len(projects) > len(shown):
             text += f"\n({len(projects) - len(shown)} more: use /link <path>.)"
         message = await self.send(topic_id, plain(text), rows=rows)
+        return message.message_id
+
+    async def show_code(self, topic_id: int, title: str, code: str) -> None:
+        if len(code) + len(title) < CODE_INLINE_CHARS:
+            body = styled(code, "pre") if code.strip() else plain("(no output)")
+            await self.send(topic_id, plain(f"{title}\n") + body)
+            return
+        await self._outbox.submit(
+            lambda bot: bot.send_document(
+                self._chat_id,
+                InputFile(code.encode(), filename="output.txt"),
+                caption=title[:CAPTION_CHARS],
+                message_thread_id=topic_id,
+            ),
+            method="sendDocument",
+            chat_id=self._chat_id,
+            priority=Priority.INTERACTIVE,
+        )
+
+    async def update_menu(self, topic_id: int, message_id: int, menu: Menu) -> None:
+        await self.edit(message_id, fit(plain(menu.text)), menu_rows(menu) or None)
+
+    async def show_menu(self, topic_id: int, menu: Menu) -> int:
+        message = await self.send(topic_id, plain(menu.text), rows=menu_rows(menu) or None)
         return message.message_id
 
     async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:

@@ -1,0 +1,290 @@
+"""The per-topic model, variant and agent: pickers, choices, and what every prompt sends.
+
+A picker is a `Menu` of buttons; each button is a short token in SQLite (store/control_tokens.py)
+naming the topic, the kind of press and its value, so a press after a restart still works. A
+choice is used once: a replayed press changes nothing. Favourites and recently used models come
+from OpenCode's own state file (`model.json` in its state directory), then the configured default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.chat import Button, Menu
+from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
+from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.prompting import Prompter
+from oc_outpost.model import TopicBinding
+from oc_outpost.opencode.catalog import Agent, Provider, ProviderList, ProviderModel
+from oc_outpost.opencode.client import OpenCodeClient
+from oc_outpost.opencode.errors import OpenCodeError
+from oc_outpost.store.control_tokens import ControlTokenStore
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 8
+QUICK_MODELS = 6
+LABEL_CHARS = 40
+MODEL, PROVIDER, TOP, AGENT = "model", "provider", "top", "agent"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A press that changed the topic's choice; `text` replaces the picker."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Delegated:
+    """A press (used once) whose work is another part's: compact, command, redo."""
+
+    kind: str
+    binding: TopicBinding
+    value: str
+
+
+def opencode_state_file(environ: dict[str, str], home: Path) -> Path:
+    """Where OpenCode keeps favourite and recent models (`$XDG_STATE_HOME/opencode/model.json`)."""
+    state = environ.get("XDG_STATE_HOME") or str(home / ".local" / "state")
+    return Path(state) / "opencode" / "model.json"
+
+
+def read_model_state(path: Path) -> list[str]:
+    """Favourites, then recently used models, as "provider/model" (unreadable: none)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.debug("no model state in %s: %s", path, exc)
+        return []
+    refs: list[str] = []
+    for key in ("favorite", "recent"):
+        entries = data.get(key, []) if isinstance(data, dict) else []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("providerID") and entry.get("modelID"):
+                refs.append(f"{entry['providerID']}/{entry['modelID']}")
+    return list(dict.fromkeys(refs))
+
+
+@dataclass(frozen=True)
+class _Offer:
+    """What a server offers: its providers, and the configured default model (if set)."""
+
+    catalog: ProviderList
+    configured: str | None
+
+    @property
+    def providers(self) -> list[Provider]:
+        return self.catalog.providers
+
+    def defaults(self) -> list[str]:
+        """The configured default first, then each provider's own default."""
+        refs = [f"{provider}/{model}" for provider, model in self.catalog.default.items()]
+        return list(dict.fromkeys([self.configured, *refs] if self.configured else refs))
+
+
+def all_models(offer: _Offer) -> dict[str, ProviderModel]:
+    return {
+        f"{provider.id}/{model_id}": model
+        for provider in offer.providers
+        for model_id, model in provider.models.items()
+    }
+
+
+def short_label(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
+
+
+class Controls:
+    def __init__(
+        self,
+        bindings: Bindings,
+        prompter: Prompter,
+        tokens: ControlTokenStore,
+        model_state: Callable[[], list[str]],
+        held: HeldMessages,
+    ) -> None:
+        self._held = held
+        self._bindings = bindings
+        self._prompter = prompter
+        self._tokens = tokens
+        self._model_state = model_state
+
+    # --- models -------------------------------------------------------------------------------
+
+    async def model_menu(self, binding: TopicBinding, query: str = "") -> Menu:
+        """`/model [part of a name]`: quick picks and providers, or the models that match."""
+        providers = await self._providers(binding)
+        models = all_models(providers)
+        query = query.strip().lower()
+        if query:
+            matches = [
+                ref for ref, m in models.items() if query in ref.lower() or query in m.name.lower()
+            ]
+            if not matches:
+                raise NotFound(f"No model matches “{query}”. /model lists them all.")
+            rows = await self._model_rows(binding.topic_id, matches[: PAGE_SIZE * 2], models)
+            return Menu(self._model_header(binding, f"Models matching “{query}”:"), rows)
+        quick = [ref for ref in [*self._model_state(), *providers.defaults()] if ref in models]
+        rows = await self._model_rows(
+            binding.topic_id, list(dict.fromkeys(quick))[:QUICK_MODELS], models
+        )
+        provider_rows = [
+            (await self._button(binding.topic_id, PROVIDER, f"{p.id}|0", f"📦 {p.name or p.id}"),)
+            for p in providers.providers
+            if p.models
+        ]
+        text = self._model_header(binding, "Favourites and recent first, then each provider:")
+        return Menu(text, rows + tuple(provider_rows))
+
+    async def provider_menu(self, binding: TopicBinding, provider_id: str, page: int) -> Menu:
+        providers = await self._providers(binding)
+        provider = next((p for p in providers.providers if p.id == provider_id), None)
+        if provider is None:
+            raise NotFound(f"The provider {provider_id} is not configured any more; see /model.")
+        refs = sorted(f"{provider.id}/{model_id}" for model_id in provider.models)
+        pages = max(1, -(-len(refs) // PAGE_SIZE))
+        page = min(max(page, 0), pages - 1)
+        shown = refs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+        rows = list(await self._model_rows(binding.topic_id, shown, all_models(providers)))
+        navigation = [await self._button(binding.topic_id, TOP, "", "⬅ Back")]
+        if page > 0:
+            value = f"{provider.id}|{page - 1}"
+            navigation.append(await self._button(binding.topic_id, PROVIDER, value, "◀ Prev"))
+        if page + 1 < pages:
+            value = f"{provider.id}|{page + 1}"
+            navigation.append(await self._button(binding.topic_id, PROVIDER, value, "Next ▶"))
+        rows.append(tuple(navigation))
+        title = f"{provider.name or provider.id}, page {page + 1} of {pages}:"
+        return Menu(self._model_header(binding, title), tuple(rows))
+
+    async def set_model(self, binding: TopicBinding, ref: str) -> TopicBinding:
+        """Choose the topic's model by "provider/model" (its variant is reset)."""
+        models = all_models(await self._providers(binding))
+        if ref not in models:
+            raise NotFound(f"Unknown model {ref}. /model lists the configured ones.")
+        return await self._bindings.save(replace(binding, model=ref, variant=None))
+
+    async def model_details(self, binding: TopicBinding) -> ProviderModel | None:
+        """The topic's model as the server describes it (None: the server's default)."""
+        providers = await self._providers(binding)
+        ref = binding.model or next(iter(providers.defaults()), None)
+        return None if ref is None else all_models(providers).get(ref)
+
+    async def image_warning(self, binding: TopicBinding) -> str | None:
+        """A warning when the topic's model cannot read images (None: it can, or unknown)."""
+        try:
+            model = await self.model_details(binding)
+        except Unavailable as exc:
+            log.info("could not check the model's image support: %s", exc)
+            return None
+        if model is None or model.capabilities.input.image:
+            return None
+        return (
+            f"⚠️ The model {model.provider_id}/{model.id} cannot read images; "
+            "it gets the file but may not see it. /model chooses another."
+        )
+
+    # --- agents -------------------------------------------------------------------------------
+
+    async def agent_menu(self, binding: TopicBinding) -> Menu:
+        agents = await self._primary_agents(binding)
+        rows = []
+        for agent in agents:
+            mark = "✅ " if agent.name == binding.agent else ""
+            label = short_label(f"{mark}{agent.name}")
+            rows.append((await self._button(binding.topic_id, AGENT, agent.name, label),))
+        current = binding.agent or "the server's default"
+        return Menu(f"🤖 Agent for this topic: {current}. Choose one:", tuple(rows))
+
+    async def set_agent(self, binding: TopicBinding, name: str) -> TopicBinding:
+        names = [agent.name for agent in await self._primary_agents(binding)]
+        if name not in names:
+            raise NotFound(f"Unknown agent {name}. Primary agents here: {', '.join(names)}.")
+        return await self._bindings.save(replace(binding, agent=name))
+
+    # --- presses ------------------------------------------------------------------------------
+
+    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen | Delegated:
+        """A picker button: navigate (a new menu) or choose (once)."""
+        control = await self._tokens.get(token)
+        if control is None or control.topic_id != topic_id:
+            raise NotFound("This button is no longer valid; open the picker again.")
+        binding = self._bindings.by_topic(topic_id)
+        if binding is None or binding.session_id is None:
+            raise NotFound("This topic is not linked any more.")
+        match control.kind:
+            case "top":
+                return await self.model_menu(binding)
+            case "provider":
+                provider_id, _, page = control.value.rpartition("|")
+                return await self.provider_menu(binding, provider_id, int(page or 0))
+            case "model" | "agent":
+                if not await self._tokens.use(token, who):
+                    raise BadRequest(f"Already chosen by {control.used_by or 'someone'}.")
+                if control.kind == MODEL:
+                    await self.set_model(binding, control.value)
+                    return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
+                await self.set_agent(binding, control.value)
+                return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
+            case "command" | "compact" | "redo":
+                if control.kind != "command" and control.value != binding.session_id:
+                    raise NotFound("This button is of an older session of this topic.")
+                if control.kind != "command" and not await self._tokens.use(token, who):
+                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
+                return Delegated(control.kind, binding, control.value)
+            case "send_now" | "drop":
+                if not await self._tokens.use(token, who):
+                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
+                return Chosen(await self._held.press(control.kind, int(control.value), who))
+            case other:
+                raise NotFound(f"This button ({other}) is no longer valid.")
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _model_header(self, binding: TopicBinding, title: str) -> str:
+        current = binding.model or "the server's default"
+        variant = f" ({binding.variant})" if binding.variant else ""
+        return f"🧠 Model for this topic: {current}{variant}.\n{title}"
+
+    async def _model_rows(
+        self, topic_id: int, refs: Sequence[str], models: dict[str, ProviderModel]
+    ) -> tuple[tuple[Button, ...], ...]:
+        rows = []
+        for ref in refs:
+            name = models[ref].name
+            label = short_label(
+                f"{ref} · {name}" if name and name != ref.partition("/")[2] else ref
+            )
+            rows.append((await self._button(topic_id, MODEL, ref, label),))
+        return tuple(rows)
+
+    async def _button(self, topic_id: int, kind: str, value: str, label: str) -> Button:
+        token = await self._tokens.create(topic_id, kind, value)
+        return Button(label, token.token)
+
+    async def _providers(self, binding: TopicBinding) -> _Offer:
+        """The server's providers; `default` starts with the configured default model."""
+        client = await self._client(binding)
+        try:
+            providers = await client.providers()
+            configured = await client.default_model()
+        except OpenCodeError as exc:
+            raise Unavailable(f"Could not list the models: {exc}") from exc
+        return _Offer(providers, configured)
+
+    async def _primary_agents(self, binding: TopicBinding) -> list[Agent]:
+        client = await self._client(binding)
+        try:
+            agents = await client.agents()
+        except OpenCodeError as exc:
+            raise Unavailable(f"Could not list the agents: {exc}") from exc
+        return [agent for agent in agents if agent.is_primary]
+
+    async def _client(self, binding: TopicBinding) -> OpenCodeClient:
+        return (await self._prompter.connect(binding)).client

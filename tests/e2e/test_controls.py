@@ -1,0 +1,332 @@
+"""The daily controls end to end (fake Bot API + real OpenCode + mock LLM): model and agent per
+topic, sent with every prompt, shown in /session, surviving a bot restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.rig.bot_fixtures import RunningBot, bot_settings, texts
+from tests.rig.fake_telegram import FakeTelegram, StoredMessage
+from tests.rig.mock_llm import MockLLM, Text
+from tests.rig.opencode_bin import MOCK_MODEL_PRO
+
+pytestmark = pytest.mark.timeout(150)
+
+
+async def ask(bot: RunningBot, command: str, expect: str, topic: int | None) -> StoredMessage:
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say(command, topic)
+    return await bot.wait_message(topic, expect, after=before)
+
+
+def tiny_png() -> bytes:
+    """A valid 1×1 PNG (OpenCode decodes images it is given)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def labels(message: StoredMessage) -> list[str]:
+    return [str(b["text"]) for b in message.buttons]
+
+
+async def opencode_get(bot: RunningBot, topic: int, path: str) -> Any:
+    """GET `path` (with `{session}` filled in) from the topic's managed server, as JSON."""
+    info = await ask(bot, "/session", "Session: ses_", topic)
+    session_id = (info.text or "").split("Session: ")[1].split()[0]
+    with sqlite3.connect(bot.settings.orchestrator_db_path) as db:
+        port, password = db.execute(
+            "SELECT port, password FROM instances WHERE kind = 'managed' AND state = 'running' "
+            "ORDER BY updated_at DESC"
+        ).fetchone()
+    auth = ("opencode", password) if password else None
+    async with httpx.AsyncClient(timeout=10, auth=auth) as http:
+        response = await http.get(f"http://127.0.0.1:{port}{path.format(session=session_id)}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def last_user_message(bot: RunningBot, topic: int) -> dict[str, Any]:
+    """The newest user message of the topic's session, as OpenCode stored it."""
+    messages = await opencode_get(bot, topic, "/session/{session}/message")
+    return dict([m["info"] for m in messages if m["info"]["role"] == "user"][-1])
+
+
+async def last_session_state(bot: RunningBot, topic: int) -> dict[str, Any]:
+    return dict(await opencode_get(bot, topic, "/session/{session}"))
+
+
+async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("demo")
+
+    menu = await ask(bot, "/model", "Favourites and recent first", topic)
+    assert "mock/mock-model · Mock" in labels(menu)  # the configured default comes first
+    assert "📦 Mock" in labels(menu)
+    await bot.fake.click(menu.message_id, label="📦 Mock")
+    paged = await bot.fake.wait_for(
+        lambda: (
+            bot.fake.message(menu.message_id)
+            if "page 1 of 1" in (bot.fake.message(menu.message_id).text or "")
+            else None
+        ),
+        what="the provider's models",
+    )
+    assert f"mock/{MOCK_MODEL_PRO} · Mock Pro" in labels(paged)
+
+    # the default model cannot read images: a photo gets a warning, and is still sent
+    llm.when("look at this", Text("looked"))
+    await bot.say("look at this", topic, document=("dot.png", tiny_png()))
+    await bot.wait_message(topic, "⚠️ The model mock/mock-model cannot read images")
+    await bot.wait_message(topic, "looked")
+
+    # bad input: a clear reply, nothing changes
+    await ask(bot, "/model nothing-like-this", "❌ No model matches “nothing-like-this”", topic)
+    await ask(bot, "/agent nobody", "❌ Unknown agent nobody", topic)
+
+    # filter, then press after a bot restart: the token lives in SQLite
+    filtered = await ask(bot, "/model pro", "Models matching “pro”", topic)
+    assert labels(filtered) == [f"mock/{MOCK_MODEL_PRO} · Mock Pro"]
+    await bot.restart()
+    await bot.fake.click(filtered.message_id, label=f"mock/{MOCK_MODEL_PRO} · Mock Pro")
+    await bot.fake.wait_for(
+        lambda: "🧠 Model: mock/mock-pro" in (bot.fake.message(filtered.message_id).text or ""),
+        what="the model choice shown in the picker",
+    )
+    await ask(bot, "/plan", "🤖 Agent: plan", topic)
+
+    llm.when("which model answers", Text("the pro one"))
+    await bot.say("which model answers?", topic)
+    await bot.wait_message(topic, "the pro one")
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say("look at this", topic, document=("dot.png", tiny_png()))
+    await bot.wait_message(topic, "looked", after=before)
+    assert not any("cannot read images" in t for t in texts(bot.fake.bot_messages(topic)[before:]))
+    assert llm.agent_requests[-1]["model"] == MOCK_MODEL_PRO
+    stored = await last_user_message(bot, topic)
+    assert stored["agent"] == "plan"
+    assert stored["model"]["modelID"] == MOCK_MODEL_PRO
+
+    info = await ask(bot, "/session", "This topic: model mock/mock-pro", topic)
+    assert "agent plan" in (info.text or "")
+
+    agents = await ask(bot, "/agent", "Agent for this topic: plan", topic)
+    assert {"✅ plan", "build"} <= set(labels(agents))
+    assert "compaction" not in labels(agents)  # hidden agents are not offered
+    await bot.fake.click(agents.message_id, label="build")
+    await bot.fake.wait_for(
+        lambda: "🤖 Agent: build" in (bot.fake.message(agents.message_id).text or ""),
+        what="the agent choice",
+    )
+    await ask(bot, "/help", "/model [part of a name]", topic)
+
+
+SLOW = Text("the slow answer is finally done now", chunk_size=2, delay_s=0.4)
+
+
+async def start_slow_turn(bot: RunningBot, llm: MockLLM, topic: int, prompt: str) -> None:
+    llm.when(prompt, SLOW)
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say(prompt, topic)
+    await bot.wait_message(topic, "Working", after=before)
+
+
+def user_prompts(llm: MockLLM) -> list[str]:
+    """The newest user text of each model request, in order."""
+    prompts = []
+    for body in llm.agent_requests:
+        users = [m for m in body["messages"] if m.get("role") == "user"]
+        content = users[-1]["content"] if users else ""
+        prompts.append(content if isinstance(content, str) else str(content))
+    return prompts
+
+
+async def test_messages_while_busy_are_held_in_order_dropped_or_sent_now(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    topic = await bot.new_topic("busy")
+    llm.when("first held", Text("answer one"))
+    llm.when("second held", Text("answer two"))
+    llm.when("urgent held", Text("answer urgent"))
+    await start_slow_turn(bot, llm, topic, "slow one")
+
+    before = len(bot.fake.bot_messages(topic))
+    typed = await bot.say("first held", topic)
+    queued = await bot.wait_message(topic, "⏳ Queued (1)", after=before)
+    await ask(bot, "second held", "⏳ Queued (2)", topic)
+    # an edit of a held message edits its queued copy (and keeps its buttons)
+    await bot.fake.edit_user_message(typed["message_id"], "first held, edited")
+    await bot.fake.wait_for(
+        lambda: "first held, edited" in (bot.fake.message(queued.message_id).text or ""),
+        what="the queued copy edited",
+    )
+    assert labels(bot.fake.message(queued.message_id)) == ["▶ Send now", "🗑 Drop"]
+    third = await ask(bot, "third held", "⏳ Queued (3)", topic)
+    await bot.fake.click(third.message_id, label="🗑 Drop")
+    await bot.fake.wait_for(
+        lambda: "🗑 Dropped" in (bot.fake.message(third.message_id).text or ""), what="drop"
+    )
+    await bot.wait_message(topic, "the slow answer is finally done now")
+    one = await bot.wait_message(topic, "answer one")
+    two = await bot.wait_message(topic, "answer two")
+    assert one.message_id < two.message_id
+    prompts = user_prompts(llm)
+    assert not any("third held" in p for p in prompts)
+    first = next(i for i, p in enumerate(prompts) if "first held, edited" in p)
+    second = next(i for i, p in enumerate(prompts) if "second held" in p)
+    assert first < second
+
+    # Send now: the running turn is stopped, then the held message goes out
+    await start_slow_turn(bot, llm, topic, "slow two")
+    urgent = await ask(bot, "urgent held", "⏳ Queued (1)", topic)
+    await bot.fake.click(urgent.message_id, label="▶ Send now")
+    await bot.wait_message(topic, "answer urgent")
+    assert "📤 Sent" in (bot.fake.message(urgent.message_id).text or "")
+    finals = texts(bot.fake.bot_messages(topic))
+    assert not any("the slow answer is finally done now" in t for t in finals[-3:])
+
+
+async def test_a_held_message_survives_a_bot_restart(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("kept")
+    llm.when("kept across", Text("answer kept"))
+    await start_slow_turn(bot, llm, topic, "slow one")
+    await ask(bot, "kept across the restart", "⏳ Queued (1)", topic)
+    await bot.restart()
+    await bot.wait_message(topic, "answer kept", within_s=60)
+    assert any("kept across the restart" in p for p in user_prompts(llm))
+
+
+async def test_shell_commands_show_their_output(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("shell")
+    await ask(bot, "!   ", "❌ Usage: !<command>", topic)
+    (bot.projects / "shell" / "marker.txt").write_text("here\n")
+    out = await ask(bot, "!ls", "💻 $ ls", topic)
+    assert "marker.txt" in (out.text or "")
+    assert any(e.get("type") == "pre" for e in out.entities)
+
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say("!seq 1 3000", topic)
+    document = await bot.fake.wait_for(
+        lambda: next(
+            (m for m in bot.fake.bot_messages(topic)[before:] if m.media and "document" in m.media),
+            None,
+        ),
+        what="the long output as a document",
+    )
+    assert "💻 $ seq 1 3000" in (document.caption or "")
+
+    # while busy it is held like a message, and runs when the turn has ended
+    await start_slow_turn(bot, llm, topic, "slow one")
+    await ask(bot, "!echo after-the-turn", "⏳ Queued (1)", topic)
+    later = await bot.wait_message(topic, "💻 $ echo after-the-turn")
+    assert "after-the-turn" in (later.text or "").split("\n", 1)[1]
+    shown = texts(bot.fake.bot_messages(topic))
+    assert not any("No text answer" in t for t in shown)  # a shell command is not a turn
+
+
+async def test_context_use_hint_and_compaction(bot: RunningBot, llm: MockLLM) -> None:
+    await ask(bot, "/compact", "❌ Use this command inside a project topic", None)
+    topic = await bot.new_topic("ctx")
+    llm.when("fill the context", Text("it is full now", prompt_tokens=110_000))
+    await bot.say("fill the context", topic)
+    await bot.wait_message(topic, "it is full now")
+    hint = await bot.wait_message(topic, "📦 The context is 86% full")
+    assert labels(hint) == ["🗜 Compact"]
+    info = await ask(bot, "/session", "Session: ses_", topic)
+    assert "ctx 86%" in (info.text or "")
+
+    llm.reset()  # the summary request quotes the conversation: answer it with a small usage
+    await bot.fake.click(hint.message_id, label="🗜 Compact")
+    await bot.fake.wait_for(
+        lambda: "✅ Compacted." in (bot.fake.message(hint.message_id).text or ""),
+        timeout=60,
+        what="the compaction confirmed",
+    )
+    after = await ask(bot, "/session", "Session: ses_", topic)
+    assert "ctx 86%" not in (after.text or "")
+    assert any("summar" in str(body).lower() for body in llm.agent_requests)
+
+
+async def test_opencode_commands_from_the_topic(bot: RunningBot, llm: MockLLM) -> None:
+    commands = bot.projects / "cmds" / ".opencode" / "command"
+    commands.mkdir(parents=True)
+    (commands / "greet.md").write_text(
+        "---\ndescription: Greet someone\n---\nSay hi to $ARGUMENTS\n"
+    )
+    (commands / "recap.md").write_text("---\ndescription: Recap\n---\nRecap the project briefly\n")
+    topic = await bot.new_topic("cmds")
+    llm.when("Say hi to the team", Text("hi team, from the command"))
+    llm.when("Recap the project briefly", Text("the recap is short"))
+
+    await bot.say("/greet the team", topic)
+    await bot.wait_message(topic, "hi team, from the command")
+    await ask(bot, "/nosuchcommand", "❌ Unknown command /nosuchcommand", topic)
+
+    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    assert "/greet · Greet someone" in labels(menu)
+    await bot.fake.click(menu.message_id, label="/greet · Greet someone")
+    await bot.wait_message(topic, "✍️ /greet takes arguments")
+    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    await bot.fake.click(menu.message_id, label="/recap · Recap")
+    await bot.wait_message(topic, "the recap is short")
+
+
+async def test_undo_redo_and_fork(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("undo")
+    await ask(bot, "/undo", "❌ Nothing to undo", topic)
+    llm.when("first prompt here", Text("answer A"))
+    await bot.say("first prompt here", topic)
+    await bot.wait_message(topic, "answer A")
+
+    undone = await ask(bot, "/undo", "↩️ Undone", topic)
+    assert (undone.text or "").endswith("first prompt here")
+    info = await last_session_state(bot, topic)
+    assert info.get("revert") is not None
+    await bot.fake.click(undone.message_id, label="↪️ Redo")
+    await bot.fake.wait_for(
+        lambda: "↪️ Redone" in (bot.fake.message(undone.message_id).text or ""), what="redo"
+    )
+    assert (await last_session_state(bot, topic)).get("revert") is None
+    await ask(bot, "/redo", "❌ Nothing to redo", topic)
+
+    await ask(bot, "/fork", "🍴 Forked into the topic “undo (fork)”", topic)
+    fork = next(t for t, v in bot.fake.topics.items() if v.name == "undo (fork)")
+    await bot.wait_message(fork, "🍴 Forked from the session of undo")
+    llm.when("in the fork", Text("fork answers"))
+    await bot.say("in the fork", fork)
+    await bot.wait_message(fork, "fork answers")
+
+
+async def test_busy_policy_steer_sends_at_once(
+    fake_telegram: FakeTelegram,
+    opencode_bin: Path,
+    opencode_env: dict[str, str],
+    tmp_path: Path,
+    llm: MockLLM,
+) -> None:
+    settings = bot_settings(fake_telegram, opencode_bin, tmp_path, BUSY_POLICY="steer")
+    bot = RunningBot(fake_telegram, settings)
+    await bot.start()
+    try:
+        topic = await bot.new_topic("steer")
+        llm.when("steered text", Text("answer steered"))
+        await start_slow_turn(bot, llm, topic, "slow one")
+        before = len(bot.fake.bot_messages(topic))
+        await bot.say("steered text", topic)
+        await bot.wait_message(topic, "answer steered", after=before)
+        assert not any("⏳ Queued (" in t for t in texts(bot.fake.bot_messages(topic)))
+    finally:
+        await bot.shutdown()
