@@ -30,7 +30,7 @@ UPSTREAM_400 = "upstream-400 -> session.error"
 SUBAGENT = "todowrite + task subagent (child session)"
 
 # Recorded types that nothing in the bot consumes, so they are not modeled.
-UNMODELED_TYPES = {"sync", "session.diff", "session.deleted", "todo.updated"}
+UNMODELED_TYPES = {"sync", "session.diff", "session.deleted"}
 
 
 @cache
@@ -282,6 +282,24 @@ def test_subagent_child_session_has_parent_id() -> None:
     assert task[0].part.metadata["sessionId"] == child.session_id
     idle = [e.session_id for e in of_type(events, ev.SessionIdle)]
     assert idle[-2:] == [child.session_id, parent_id]
+
+
+def test_the_recorded_todo_list_arrives_whole() -> None:
+    (todos,) = of_type(parsed(SUBAGENT), ev.TodoUpdated)
+    assert todos.todos == (
+        ev.Todo("write tests", "in_progress", "high"),
+        ev.Todo("ship", "pending", "low"),
+    )
+
+
+def test_a_todo_of_an_unknown_status_or_without_priority_still_parses() -> None:
+    todos = [{"content": "a", "status": "blocked", "id": "t1"}, {"content": "b"}]
+    frame = {"type": "todo.updated", "properties": {"sessionID": "ses_1", "todos": todos}}
+    event = parse_event({"directory": "/p", "payload": frame})
+    assert event == ev.TodoUpdated(
+        "ses_1", (ev.Todo("a", "blocked", "medium", "t1"), ev.Todo("b", "pending", "medium"))
+    )
+    assert parse_event_json(json.dumps(frame), envelope=False) == event
 
 
 # --- edge cases ----------------------------------------------------------------------------------

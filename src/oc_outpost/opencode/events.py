@@ -209,6 +209,18 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Todo:
+    """One item of the agent's todo list (its `todowrite` tool). `status` is pending,
+    in_progress, completed or cancelled; a newer one is kept as it is, for callers to show
+    plainly."""
+
+    content: str
+    status: str = "pending"
+    priority: str = "medium"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class QuestionRequest:
     id: str
     session_id: Annotated[str, _at("sessionID")]
@@ -372,6 +384,15 @@ class QuestionRejected:
     type: Literal["question.rejected"] = _tag("question.rejected")
 
 
+@dataclass(frozen=True)
+class TodoUpdated:
+    """The session's whole todo list, sent each time the agent writes it."""
+
+    session_id: SessionId
+    todos: Annotated[tuple[Todo, ...], _prop("todos")] = ()
+    type: Literal["todo.updated"] = _tag("todo.updated")
+
+
 Event = (
     ServerConnected
     | ServerHeartbeat
@@ -388,6 +409,7 @@ Event = (
     | QuestionAsked
     | QuestionReplied
     | QuestionRejected
+    | TodoUpdated
 )
 
 # ---------------------------------------------------------------------------------------------
