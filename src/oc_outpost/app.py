@@ -22,6 +22,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.context import ContextWatch
+from oc_outpost.core.context_gauge import ContextGauge
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.diffs import Diffs
@@ -369,6 +370,7 @@ def build_core(
     # core's side of the OpenCode events: built first, the servers report to it
     buttons = ButtonStore(topic_db)
     turn_ends = TurnEnds()
+    gauge = ContextGauge()
     tracker = TurnTracker(
         chat,
         bindings,
@@ -377,6 +379,7 @@ def build_core(
         outputs=TurnOutputs(buttons, bindings),
         states=states,
         ends=turn_ends,
+        gauge=gauge,
     )
     approvals = Approvals(chat, PendingStore(topic_db), states)
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
@@ -441,7 +444,7 @@ def build_core(
         controls=controls,
         held=held,
         shell=shell,
-        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
+        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat, gauge),
         turn_ends=turn_ends,
         commands=OpenCodeCommands(prompter, tracker, tokens, chat),
         history=History(prompter, tracker, linker, tokens, chat),

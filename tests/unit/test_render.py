@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from oc_outpost.core.chat import PermissionPrompt, QuestionPrompt
-from oc_outpost.core.turn import ToolLine, TurnPhase, TurnSnapshot
+from oc_outpost.core.turn import SubAgent, ToolLine, TurnHeader, TurnPhase, TurnSnapshot, Usage
+from oc_outpost.opencode.events import Todo
 from oc_outpost.telegram.formatted import Formatted, plain, split
 from oc_outpost.telegram.render import (
     answered_message,
@@ -49,15 +50,60 @@ def test_progress_shows_elapsed_steps_tools_and_tail() -> None:
     assert utf16_len(text) <= 4096
 
 
-def test_progress_shows_sub_agent_tools_under_the_parent_and_retries() -> None:
-    tools = (
-        ToolLine("c1", "task", "running", "Sub job"),
-        ToolLine("c2", "bash", "running", "ls", sub=True),
+def test_progress_shows_a_running_sub_agent_once_and_retries() -> None:
+    tools = (ToolLine("c0", "read", "completed", "a.py"), ToolLine("c1", "task", "running", "Sub"))
+    subagent = SubAgent("c1", "general", "Sub job", 95.0, "ses_child", "bash: ls")
+    turn = _turn(
+        tools=tools,
+        subagents=(subagent,),
+        phase=TurnPhase.RETRYING,
+        retry_note="attempt 2: overloaded",
     )
-    turn = _turn(tools=tools, phase=TurnPhase.RETRYING, retry_note="attempt 2: overloaded")
     text = progress_text(turn, now=101.0)
     assert "🔁 Retrying" in text and "attempt 2: overloaded" in text
-    assert "⏳ task: Sub job\n   ↳ ⏳ bash: ls" in text
+    assert text.splitlines()[-2:] == ["✅ read: a.py", "🤖 general · Sub job · bash: ls · 6s"]
+    assert "task" not in text  # the sub-agent's line stands for its task call
+    finished = _turn(tools=(ToolLine("c1", "task", "completed", "Sub job"),))
+    assert progress_text(finished, now=101.0).splitlines()[1:] == ["✅ task: Sub job"]
+
+
+def test_many_sub_agents_are_bounded() -> None:
+    subagents = tuple(SubAgent(f"c{i}", "explore", f"look {i}", None) for i in range(6))
+    lines = progress_text(_turn(subagents=subagents), now=101.0).splitlines()
+    assert lines[1:] == [*(f"🤖 explore · look {i}" for i in range(4)), "… 2 more sub-agents"]
+
+
+def test_progress_shows_the_todo_list() -> None:
+    todos = (
+        Todo("write tests", "completed"),
+        Todo("fix the bug", "in_progress"),
+        Todo("ship", "pending"),
+        Todo("old idea", "cancelled"),
+        Todo("later", "blocked"),
+    )
+    written = ToolLine("c1", "todowrite", "completed", "4 todos")
+    lines = progress_text(_turn(todos=todos, tools=(written,)), now=101.0).splitlines()
+    assert lines[1:] == ["☑ write tests", "▸ fix the bug", "◻ ship", "✗ old idea", "• later"]
+
+
+def test_a_long_todo_list_keeps_the_open_items_in_view() -> None:
+    todos = tuple(Todo(f"t{i}", "completed" if i < 5 else "pending") for i in range(20))
+    lines = progress_text(_turn(todos=todos), now=101.0).splitlines()
+    assert lines[1:] == ["☑ 5 done", *(f"◻ t{i}" for i in range(5, 13)), "… 7 more"]
+    almost = tuple(Todo(f"t{i}", "completed" if i < 9 else "pending") for i in range(10))
+    lines = progress_text(_turn(todos=almost), now=101.0).splitlines()
+    assert lines[1:] == ["☑ 2 done", *(f"☑ t{i}" for i in range(2, 9)), "◻ t9"]
+
+
+def test_the_header_shows_the_topics_choice_context_and_queue() -> None:
+    header = TurnHeader("mock-pro", "plan", context_limit=64_000, context_before=1_000, queued=2)
+    turn = _turn(steps=3, header=header)
+    head = "⏳ Working · 12s · step 3 · mock-pro · plan · ctx 2% · queued: 2"
+    assert progress_text(turn, now=112.0) == head  # before any answer: the context at the start
+    answered = _turn(header=header, usage_by_message=(("msg_1", Usage(10, 5, 0.0, 40_320)),))
+    head = "⏳ Working · 0s · mock-pro · plan · ctx 63% · queued: 2"
+    assert progress_text(answered, now=100.0) == head
+    assert progress_text(_turn(), now=100.0) == "⏳ Working · 0s"  # server defaults, unknown limit
 
 
 def test_final_is_never_empty_and_errors_are_plain() -> None:

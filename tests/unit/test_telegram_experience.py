@@ -35,13 +35,22 @@ def test_a_stop_requested_turn_ends_stopped_even_without_an_error_event() -> Non
     assert turns.finish(turn, 3.0).phase == TurnPhase.ABORTED
 
 
-def test_sub_agent_tools_are_marked_and_its_text_is_not_the_answer() -> None:
+def test_a_sub_agents_tool_is_its_current_tool_and_its_text_is_not_the_answer() -> None:
+    task = ev.ToolPart(
+        "p0",
+        "c0",
+        "task",
+        "running",
+        input={"description": "Sub job", "subagent_type": "general"},
+        metadata={"sessionId": "ses_child"},
+    )
     tool = ev.ToolPart("p1", "c1", "bash", "running", input={"command": "ls"})
     text = ev.TextPart("p2", "child says hi")
-    turn = TurnSnapshot(1, "ses_parent", 0.0)
+    turn = turns.fold(TurnSnapshot(1, "ses_parent", 0.0), ev.PartUpdated("ses_parent", "m0", task))
     turn = turns.fold_child(turn, ev.PartUpdated("ses_child", "m1", tool))
     turn = turns.fold_child(turn, ev.PartUpdated("ses_child", "m1", text))
-    assert [(t.tool, t.detail, t.sub) for t in turn.tools] == [("bash", "ls", True)]
+    assert [(s.agent, s.tool) for s in turn.subagents] == [("general", "bash: ls")]
+    assert [t.tool for t in turn.tools] == ["task"]  # the child's tools are not the turn's
     assert turn.answer == ""
 
 

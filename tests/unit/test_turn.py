@@ -116,3 +116,84 @@ def test_streamed_text_joins_long_chains_and_forgets_them() -> None:
     assert str(text) == "0123456789" * 5_000
     longer = text + "tail"
     assert str(longer).endswith("789tail") and len(str(longer)) == 50_004
+
+
+SUBAGENT = "todowrite + task subagent (child session)"
+PARENT = "ses_df061e64fffe58dHh6UlRlDBHp"
+
+
+def test_the_newest_todo_list_of_the_turns_session_is_kept() -> None:
+    recorded = [e for e in scenario(SUBAGENT) if isinstance(e, ev.TodoUpdated)]
+    snapshot = turns.fold(TurnSnapshot(1, PARENT, 0.0), recorded[0])
+    assert [(t.content, t.status) for t in snapshot.todos] == [
+        ("write tests", "in_progress"),
+        ("ship", "pending"),
+    ]
+    done = ev.TodoUpdated(PARENT, (ev.Todo("write tests", "completed"), ev.Todo("ship", "oops")))
+    assert [t.status for t in turns.fold(snapshot, done).todos] == ["completed", "oops"]
+    child = ev.TodoUpdated("ses_child", (ev.Todo("child work"),))
+    assert turns.fold_child(snapshot, child) is snapshot  # a sub-agent's list is its own
+
+
+def task_part(status: str, **metadata: object) -> ev.PartUpdated:
+    part = ev.ToolPart(
+        "prt_t",
+        "call_t",
+        "task",
+        status,
+        input={"description": "Sub job", "prompt": "do it", "subagent_type": "general"},
+        metadata=metadata,
+    )
+    return ev.PartUpdated(PARENT, "msg_1", part)
+
+
+def child_tool(tool: str, **state: object) -> ev.PartUpdated:
+    return ev.PartUpdated(
+        "ses_child", "msg_c", ev.ToolPart("prt_c", "call_c", tool, "running", input=state)
+    )
+
+
+def test_a_task_is_a_sub_agent_until_it_finishes() -> None:
+    snapshot = turns.fold(TurnSnapshot(1, PARENT, 0.0), task_part("pending"), 3.0)
+    snapshot = turns.fold(snapshot, task_part("running", sessionId="ses_child"), 4.0)
+    (subagent,) = snapshot.subagents
+    assert subagent == turns.SubAgent("call_t", "general", "Sub job", 3.0, "ses_child")
+    snapshot = turns.fold_child(snapshot, child_tool("bash", command="ls -la"))
+    snapshot = turns.fold_child(snapshot, child_tool("read", filePath="a.py"))
+    assert snapshot.subagents[0].tool == "read: a.py"
+    assert turns.fold_child(snapshot, child_tool("read", filePath="a.py")) is snapshot
+    other = ev.PartUpdated("ses_other", "m", ev.ToolPart("p", "c", "bash", "running"))
+    assert turns.fold_child(snapshot, other) is snapshot  # not a sub-agent of this turn
+    finished = turns.fold(snapshot, task_part("completed", sessionId="ses_child"), 9.0)
+    assert finished.subagents == ()
+    assert [(t.tool, t.status) for t in finished.tools] == [("task", "completed")]
+
+
+def test_the_recorded_task_leaves_no_sub_agent_line() -> None:
+    snapshot = TurnSnapshot(1, PARENT, 0.0)
+    for event in scenario(SUBAGENT):
+        if getattr(event, "session_id", None) == PARENT:
+            snapshot = turns.fold(snapshot, event, 1.0)
+    assert snapshot.subagents == ()
+    assert [(t.tool, t.detail) for t in snapshot.tools] == [
+        ("todowrite", "2 todos"),
+        ("task", "Sub job"),
+    ]
+
+
+def assistant(message_id: str, **tokens: int) -> ev.MessageUpdated:
+    usage = ev.TokenUsage(**tokens)
+    return ev.MessageUpdated(PARENT, ev.Message(message_id, "assistant", tokens=usage))
+
+
+def test_the_context_used_is_the_newest_answers_whole_tokens() -> None:
+    start = TurnSnapshot(
+        1, PARENT, 0.0, header=turns.TurnHeader(context_limit=1000, context_before=100)
+    )
+    assert start.context_percent == 10  # before any answer of the turn: where the last one ended
+    snapshot = turns.fold(start, assistant("msg_2", input=300, output=50, cache_read=250))
+    snapshot = turns.fold(snapshot, assistant("msg_3", input=400, reasoning=20, cache_write=80))
+    snapshot = turns.fold(snapshot, assistant("msg_2", input=300, output=60, cache_read=250))
+    assert (snapshot.context_tokens, snapshot.context_percent) == (500, 50)
+    assert turns.fold(start, assistant("msg_4")).context_tokens == 100  # no tokens reported yet
+    assert TurnSnapshot(1, PARENT, 0.0).context_percent is None  # the limit is unknown

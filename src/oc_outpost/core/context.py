@@ -8,34 +8,20 @@ import logging
 
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.context_gauge import ContextGauge
 from oc_outpost.core.controls import Controls
 from oc_outpost.core.errors import BadRequest, Conflict, Unavailable
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.tracker import TurnTracker
+from oc_outpost.core.turn import context_percent
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.opencode.events import TokenUsage
-from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
 
 HINT_PERCENT = 80
-RECENT_MESSAGES = 10
 COMPACT = "compact"
-
-
-def used_tokens(tokens: TokenUsage) -> int:
-    return tokens.input + tokens.output + tokens.reasoning + tokens.cache_read + tokens.cache_write
-
-
-def last_usage(messages: list[MessageWithParts]) -> int:
-    """The tokens of the newest assistant message that reported any (its whole context)."""
-    for message in reversed(messages):
-        info = message.info
-        if info.role == "assistant" and used_tokens(info.tokens):
-            return used_tokens(info.tokens)
-    return 0
 
 
 class ContextWatch:
@@ -47,7 +33,9 @@ class ContextWatch:
         tracker: TurnTracker,
         tokens: ControlTokenStore,
         chat: ChatPort,
+        gauge: ContextGauge,
     ) -> None:
+        self._gauge = gauge
         self._bindings = bindings
         self._controls = controls
         self._prompter = prompter
@@ -59,15 +47,13 @@ class ContextWatch:
     async def percent(self, binding: TopicBinding) -> int | None:
         """How full the context is, in percent (None: the model's limit is unknown)."""
         assert binding.session_id is not None
-        model = await self._controls.model_details(binding)
-        if model is None or model.limit.context <= 0:
-            return None
         client = (await self._prompter.connect(binding)).client
         try:
-            messages = await client.messages(binding.session_id, limit=RECENT_MESSAGES)
+            limit = await self._gauge.limit(client, binding)
+            used = await self._gauge.used(client, binding.session_id) if limit else 0
         except OpenCodeError as exc:
-            raise Unavailable(f"Could not read the session: {exc}") from exc
-        return round(100 * last_usage(messages) / model.limit.context)
+            raise Unavailable(f"Could not read the session's context: {exc}") from exc
+        return context_percent(used, limit)
 
     async def after_turn(self, session_id: str) -> None:
         """One hint with a Compact button when the context is ≥ 80% full."""

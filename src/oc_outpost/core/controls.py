@@ -18,9 +18,10 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, Menu
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.model_offer import ModelOffer, all_models, chosen_model, fetch_offer
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.model import TopicBinding
-from oc_outpost.opencode.catalog import Agent, Provider, ProviderList, ProviderModel
+from oc_outpost.opencode.catalog import Agent, ProviderModel
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.store.control_tokens import ControlTokenStore
@@ -69,31 +70,6 @@ def read_model_state(path: Path) -> list[str]:
             if isinstance(entry, dict) and entry.get("providerID") and entry.get("modelID"):
                 refs.append(f"{entry['providerID']}/{entry['modelID']}")
     return list(dict.fromkeys(refs))
-
-
-@dataclass(frozen=True)
-class _Offer:
-    """What a server offers: its providers, and the configured default model (if set)."""
-
-    catalog: ProviderList
-    configured: str | None
-
-    @property
-    def providers(self) -> list[Provider]:
-        return self.catalog.providers
-
-    def defaults(self) -> list[str]:
-        """The configured default first, then each provider's own default."""
-        refs = [f"{provider}/{model}" for provider, model in self.catalog.default.items()]
-        return list(dict.fromkeys([self.configured, *refs] if self.configured else refs))
-
-
-def all_models(offer: _Offer) -> dict[str, ProviderModel]:
-    return {
-        f"{provider.id}/{model_id}": model
-        for provider in offer.providers
-        for model_id, model in provider.models.items()
-    }
 
 
 def short_label(text: str) -> str:
@@ -172,9 +148,7 @@ class Controls:
 
     async def model_details(self, binding: TopicBinding) -> ProviderModel | None:
         """The topic's model as the server describes it (None: the server's default)."""
-        providers = await self._providers(binding)
-        ref = binding.model or next(iter(providers.defaults()), None)
-        return None if ref is None else all_models(providers).get(ref)
+        return chosen_model(await self._providers(binding), binding)
 
     async def image_warning(self, binding: TopicBinding) -> str | None:
         """A warning when the topic's model cannot read images (None: it can, or unknown)."""
@@ -268,15 +242,13 @@ class Controls:
         token = await self._tokens.create(topic_id, kind, value)
         return Button(label, token.token)
 
-    async def _providers(self, binding: TopicBinding) -> _Offer:
+    async def _providers(self, binding: TopicBinding) -> ModelOffer:
         """The server's providers; `default` starts with the configured default model."""
         client = await self._client(binding)
         try:
-            providers = await client.providers()
-            configured = await client.default_model()
+            return await fetch_offer(client)
         except OpenCodeError as exc:
             raise Unavailable(f"Could not list the models: {exc}") from exc
-        return _Offer(providers, configured)
 
     async def _primary_agents(self, binding: TopicBinding) -> list[Agent]:
         client = await self._client(binding)

@@ -59,7 +59,7 @@ class HeldMessages:
         """Hold `text` (from the Telegram message `source`, so an edit of it edits the copy)."""
         assert binding.session_id is not None
         held = await self._store.hold(binding.topic_id, binding.session_id, text, source)
-        count = len(await self._store.waiting(binding.session_id))
+        count = await self._count_queued(binding.session_id)
         menu = await self._menu(held, f"⏳ Queued ({count})")
         message_id = await self._chat.show_menu(binding.topic_id, menu)
         await self._store.set_message(held.id, message_id)
@@ -70,6 +70,12 @@ class HeldMessages:
             return  # not held (sent, dropped, or never queued): an edit runs nothing
         menu = await self._menu(held, "⏳ Queued (edited)")
         await self._chat.update_menu(topic_id, held.message_id, menu)
+
+    async def _count_queued(self, session_id: str) -> int:
+        """How many messages wait for the session; its progress message says so too."""
+        count = len(await self._store.waiting(session_id))
+        self._tracker.queued(session_id, count)
+        return count
 
     async def _menu(self, held: HeldMessage, title: str) -> Menu:
         send_now = await self._tokens.create(held.topic_id, SEND_NOW, str(held.id))
@@ -87,6 +93,7 @@ class HeldMessages:
         if kind == DROP:
             if not await self._store.release(held_id, "dropped"):
                 raise NotFound("This message was already sent or dropped.")
+            await self._count_queued(held.session_id)
             return f"🗑 Dropped by {who}: “{excerpt(held.text)}”"
         await self._store.make_urgent(held_id)
         if self._tracker.is_busy(held.session_id):
@@ -108,6 +115,7 @@ class HeldMessages:
             waiting = await self._store.waiting(session_id)
             if not waiting or not await self._store.release(waiting[0].id, "sent"):
                 return
+            self._tracker.queued(session_id, len(waiting) - 1)
             await self._send(waiting[0])
 
     async def _send(self, held: HeldMessage) -> None:

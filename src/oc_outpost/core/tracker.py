@@ -1,6 +1,9 @@
 """Turns in flight: OpenCode events folded per session (core/turn.py), shown live, finished on
 idle. A turn is written in the journal when it starts and crossed out once its final answer was
-delivered (or its topic is gone), so a restart delivers what is still owed."""
+delivered (or its topic is gone), so a restart delivers what is still owed.
+
+Each turn's header (the topic's model and agent, its context use, the messages queued behind
+it) is set here: looked up once when the turn begins, never per event."""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ from typing import Any
 from oc_outpost.core import turn as turns
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, TopicGone
+from oc_outpost.core.context_gauge import ContextGauge
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.topic_states import TopicBook, TopicStates
-from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.core.turn import TurnHeader, TurnPhase, TurnSnapshot
 from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.metrics import Metrics
@@ -53,8 +57,10 @@ class TurnTracker:
         outputs: TurnOutputs | None = None,
         states: TopicStates | None = None,
         ends: TurnEnds | None = None,
+        gauge: ContextGauge | None = None,
     ) -> None:
         self._chat = chat
+        self._gauge = gauge  # the context use shown in the progress header (None: not shown)
         self._outputs = outputs  # images and changes of a finished turn (None: not shown)
         self._ends = ends or TurnEnds()
         self._bindings = bindings
@@ -69,6 +75,8 @@ class TurnTracker:
         self._tasks: set[asyncio.Task[object]] = set()
         self._delivering: set[str] = set()  # sessions whose final answer is being delivered
         self._hushed: set[str] = set()  # sessions running a `!` shell command: not a turn
+        self._queued: dict[str, int] = {}  # session -> messages held until its turn ends
+        self._lookups: set[asyncio.Task[None]] = set()  # context use of turns begun
         self.namer = TopicNamer(chat, bindings)
 
     def root_of(self, session_id: str) -> str:
@@ -120,9 +128,11 @@ class TurnTracker:
             binding.session_id,
             self._clock(),
             earlier_user_message=self._last_user.get(binding.session_id),
+            header=self._header(binding),
         )
         active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         self._turns[binding.session_id] = active
+        self._look_up_context(binding, active)
         if resume:
             self._adopt_progress(binding.topic_id, snapshot)
         self._metrics.turn_started()
@@ -130,6 +140,44 @@ class TurnTracker:
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
+
+    def _header(self, binding: TopicBinding) -> TurnHeader:
+        ref = binding.model_ref
+        return TurnHeader(
+            model=ref[1] if ref is not None else None,
+            agent=binding.agent,
+            queued=self._queued.get(binding.session_id or "", 0),
+        )
+
+    def _look_up_context(self, binding: TopicBinding, active: ActiveTurn) -> None:
+        if self._gauge is None:
+            return
+        task = asyncio.create_task(self._read_context(self._gauge, binding, active))
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _read_context(
+        self, gauge: ContextGauge, binding: TopicBinding, active: ActiveTurn
+    ) -> None:
+        session_id, turn_id = active.snapshot.session_id, active.snapshot.turn_id
+        try:
+            limit = await gauge.limit(active.client, binding)
+            used = await gauge.used(active.client, session_id) if limit else 0
+        except OpenCodeError as exc:
+            log.info("the context use of %s is not shown: %s", session_id, exc)
+            return
+        current = self._turns.get(session_id)
+        if current is not None and current.snapshot.turn_id == turn_id:  # still this turn
+            header = replace(current.snapshot.header, context_limit=limit, context_before=used)
+            self._update(current, replace(current.snapshot, header=header))
+
+    def queued(self, session_id: str, count: int) -> None:
+        """`count` messages are held for the session until its turn ends (shown in its header)."""
+        self._queued[session_id] = count
+        active = self._turns.get(session_id)
+        if active is not None and active.snapshot.header.queued != count:
+            header = replace(active.snapshot.header, queued=count)
+            self._update(active, replace(active.snapshot, header=header))
 
     def _adopt_progress(self, topic_id: int, snapshot: TurnSnapshot) -> None:
         message_id = self._journal.progress_message(snapshot.session_id)
@@ -234,7 +282,7 @@ class TurnTracker:
             self._remember_user_messages(active.snapshot)
             self._spawn_final(session_id, self._finish(active))
             return
-        self._update(active, turns.fold(active.snapshot, event))
+        self._update(active, turns.fold(active.snapshot, event, self._clock()))
 
     def _remember_user_messages(self, snapshot: TurnSnapshot) -> None:
         if snapshot.last_user_message is not None:
@@ -317,6 +365,9 @@ class TurnTracker:
 
     async def stop(self) -> None:
         """Let final answers being delivered finish (the Outbox bounds that), then stop."""
+        for lookup in list(self._lookups):
+            lookup.cancel()
+        await asyncio.gather(*self._lookups, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         for task in list(self._tasks):

@@ -1,8 +1,10 @@
 """A turn's state: an immutable snapshot folded from typed OpenCode events.
 
 A turn runs from the prompt (or the session turning busy) until the session goes idle. The
-snapshot holds what the chat shows: phase, steps, tool lines and the answer text streamed so far.
-Rendering lives in the chat layer; nothing here knows about Telegram.
+snapshot holds what the chat shows: phase, steps, tool lines, the agent's todo list, its running
+sub-agents, the answer text streamed so far, and a `TurnHeader` the tracker sets (the topic's
+model and agent, the context limit, messages queued). Rendering lives in the chat layer; nothing
+here knows about Telegram, and nothing here reads a clock: the tracker passes the time.
 
 A long answer streams as thousands of deltas, so a delta must cost the same at the end of the
 answer as at its start: the streaming text is a `StreamedText` (appending shares what came
@@ -74,7 +76,29 @@ class ToolLine:
     tool: str
     status: str  # pending | running | completed | error
     detail: str
-    sub: bool = False  # run by a sub-agent of the turn's session
+
+
+@dataclass(frozen=True)
+class SubAgent:
+    """A running `task` tool call of the turn's session, and what its child session does."""
+
+    call_id: str
+    agent: str
+    description: str
+    started_at: float | None  # the tracker's clock when the task was first seen
+    session_id: str | None = None  # the child session, once OpenCode names it
+    tool: str = ""  # the child's newest tool call, as "tool: detail"
+
+
+@dataclass(frozen=True)
+class TurnHeader:
+    """What the tracker knows of the turn besides its events (none of it changes per event)."""
+
+    model: str | None = None  # the topic's model id (None: the server's default)
+    agent: str | None = None  # the topic's agent (None: the server's default)
+    context_limit: int | None = None  # the model's context window, once looked up
+    context_before: int = 0  # the context used when the turn began (its last answer's tokens)
+    queued: int = 0  # messages held for the session until the turn ends
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,7 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
+    context_tokens: int = 0  # all the message's tokens: how much of the context it used
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,9 @@ class TurnSnapshot:
     # after it ended, and message ids ascend, so anything up to this one is not ours.
     earlier_user_message: str | None = None
     output: TurnOutput = NO_OUTPUT  # images and changes, collected when the turn finished
+    todos: tuple[ev.Todo, ...] = ()  # the session's newest todo list
+    subagents: tuple[SubAgent, ...] = ()  # running ones only
+    header: TurnHeader = TurnHeader()
 
     @property
     def answer(self) -> str:
@@ -126,6 +154,16 @@ class TurnSnapshot:
         return total
 
     @property
+    def context_tokens(self) -> int:
+        """The context the newest assistant message used (before any: the turn's start)."""
+        used = [(mid, u.context_tokens) for mid, u in self.usage_by_message if u.context_tokens]
+        return max(used)[1] if used else self.header.context_before
+
+    @property
+    def context_percent(self) -> int | None:
+        return context_percent(self.context_tokens, self.header.context_limit)
+
+    @property
     def first_user_message(self) -> str | None:
         return self.user_messages[0] if self.user_messages else None
 
@@ -134,8 +172,9 @@ class TurnSnapshot:
         return max((*self.user_messages, self.earlier_user_message or ""), default="") or None
 
 
-def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
-    """Return the snapshot after ``event``. Events of other sessions must be filtered out first."""
+def fold(turn: TurnSnapshot, event: ev.Event, at: float | None = None) -> TurnSnapshot:
+    """Return the snapshot after ``event``, received ``at`` (the tracker's clock; without it a
+    sub-agent shows no elapsed time). Events of other sessions must be filtered out first."""
     match event:
         case ev.PartDelta(message_id=mid, part_id=pid, field="text", delta=delta):
             if mid in turn.user_messages or pid in turn.reasoning_parts:
@@ -157,8 +196,12 @@ def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
         case ev.PartUpdated(part=ev.ReasoningPart(id=pid)):
             texts = tuple(t for t in turn.texts if t[0] != pid)
             return replace(turn, reasoning_parts=turn.reasoning_parts | {pid}, texts=texts)
+        case ev.PartUpdated(part=ev.ToolPart(tool="task") as part):
+            return _upsert_subagent(_upsert_tool(turn, part), part, at)
         case ev.PartUpdated(part=ev.ToolPart() as part):
             return _upsert_tool(turn, part)
+        case ev.TodoUpdated(todos=todos):
+            return replace(turn, todos=todos)
         case ev.PartUpdated(part=ev.StepStart()):
             return replace(turn, steps=turn.steps + 1)
         case ev.SessionStatusChanged(
@@ -185,10 +228,10 @@ def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
 
 
 def fold_child(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
-    """What a sub-agent's event adds to its parent's turn: its tool lines and waits."""
+    """What a sub-agent's event adds to its parent's turn: its current tool and its waits."""
     match event:
-        case ev.PartUpdated(part=ev.ToolPart() as part):
-            return _upsert_tool(turn, part, sub=True)
+        case ev.PartUpdated(session_id=child, part=ev.ToolPart() as part):
+            return _set_subagent_tool(turn, child, f"{part.tool}: {tool_detail(part)}".rstrip(": "))
         case (
             ev.PermissionAsked()
             | ev.QuestionAsked()
@@ -219,7 +262,8 @@ def _fold_assistant_message(turn: TurnSnapshot, message: ev.Message) -> TurnSnap
     elif error is not None and error.name and not turn.error:
         detail = f"{error.name}: {error.message}" if error.message else error.name
         turn = replace(turn, error=detail)
-    usage = Usage(message.tokens.input, message.tokens.output, message.cost)
+    tokens = message.tokens
+    usage = Usage(tokens.input, tokens.output, message.cost, used_tokens(tokens))
     others = tuple(u for u in turn.usage_by_message if u[0] != message.id)
     return replace(turn, usage_by_message=(*others, (message.id, usage)))
 
@@ -250,13 +294,58 @@ def _set_text(turn: TurnSnapshot, part_id: str, text: str) -> TurnSnapshot:
     return replace(turn, texts=texts)
 
 
-def _upsert_tool(turn: TurnSnapshot, part: ev.ToolPart, *, sub: bool = False) -> TurnSnapshot:
-    line = ToolLine(part.call_id, part.tool, part.status, tool_detail(part), sub)
+def context_percent(used: int, limit: int | None) -> int | None:
+    """How full a context of `limit` tokens is (None: the limit is unknown)."""
+    return round(100 * used / limit) if limit else None
+
+
+def used_tokens(tokens: ev.TokenUsage) -> int:
+    """All of a message's tokens: the context it used."""
+    return tokens.input + tokens.output + tokens.reasoning + tokens.cache_read + tokens.cache_write
+
+
+def _upsert_tool(turn: TurnSnapshot, part: ev.ToolPart) -> TurnSnapshot:
+    line = ToolLine(part.call_id, part.tool, part.status, tool_detail(part))
     if any(t.call_id == part.call_id for t in turn.tools):
         tools = tuple(line if t.call_id == part.call_id else t for t in turn.tools)
     else:
         tools = (*turn.tools, line)[-MAX_TOOL_LINES:]
     return replace(turn, tools=tools)
+
+
+def _upsert_subagent(turn: TurnSnapshot, part: ev.ToolPart, at: float | None) -> TurnSnapshot:
+    """A running task has a sub-agent line; a finished one drops it (its tool line stays)."""
+    known = next((s for s in turn.subagents if s.call_id == part.call_id), None)
+    others = tuple(s for s in turn.subagents if s.call_id != part.call_id)
+    if part.status not in ("pending", "running"):
+        return replace(turn, subagents=others) if known is not None else turn
+    child = part.metadata.get("sessionId")
+    subagent = SubAgent(
+        part.call_id,
+        _text_input(part, "subagent_type") or "sub-agent",
+        _text_input(part, "description"),
+        known.started_at if known is not None else at,
+        child if isinstance(child, str) else None,
+        known.tool if known is not None else "",
+    )
+    if subagent == known:
+        return turn
+    kept = tuple(subagent if s.call_id == part.call_id else s for s in turn.subagents)
+    return replace(turn, subagents=kept if known is not None else (*others, subagent))
+
+
+def _text_input(part: ev.ToolPart, key: str) -> str:
+    value = part.input.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _set_subagent_tool(turn: TurnSnapshot, session_id: str, tool: str) -> TurnSnapshot:
+    if not any(s.session_id == session_id and s.tool != tool for s in turn.subagents):
+        return turn
+    subagents = tuple(
+        replace(s, tool=tool) if s.session_id == session_id else s for s in turn.subagents
+    )
+    return replace(turn, subagents=subagents)
 
 
 def tool_detail(part: ev.ToolPart) -> str:

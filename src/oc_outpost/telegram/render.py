@@ -36,11 +36,15 @@ from oc_outpost.telegram.markdown import markdown_to_styled
 __all__ = ["MESSAGE_LIMIT", "utf16_len"]
 
 PROGRESS_TOOL_LINES = 6
+PROGRESS_TODO_LINES = 8
+PROGRESS_SUBAGENT_LINES = 4
 PROGRESS_TAIL = 600
 DETAIL_LIMIT = 80
 PROMPT_DETAIL_LIMIT = 2500
 
 _TOOL_MARK = {"pending": "⏳", "running": "⏳", "completed": "✅", "error": "❌"}
+_TODO_MARK = {"completed": "☑", "pending": "◻", "in_progress": "▸", "cancelled": "✗"}
+_TODO_DONE = frozenset({"completed", "cancelled"})
 _PHASE_HEAD = {
     TurnPhase.RUNNING: "⏳ Working",
     TurnPhase.RETRYING: "🔁 Retrying",
@@ -71,27 +75,82 @@ def _clip(text: str, limit: int) -> str:
 
 
 def progress_text(turn: TurnSnapshot, now: float) -> str:
-    head = f"{_PHASE_HEAD[turn.phase]} · {_elapsed(turn, now)}"
-    if turn.steps:
-        head += f" · step {turn.steps}"
-    lines = [head]
+    lines = [_progress_head(turn, now)]
     if turn.phase == TurnPhase.RETRYING and turn.retry_note:
         lines.append(_clip(turn.retry_note, 300))
     if turn.error:
         lines.append(f"❌ {_clip(turn.error, 300)}")
-    hidden = len(turn.tools) - PROGRESS_TOOL_LINES
-    if hidden > 0:
-        lines.append(f"… {hidden} earlier tool call{'s' if hidden != 1 else ''}")
-    for tool in turn.tools[-PROGRESS_TOOL_LINES:]:
-        mark = _TOOL_MARK.get(tool.status, "•")
-        indent = "   ↳ " if tool.sub else ""
-        lines.append(f"{indent}{mark} {tool.tool}: {_clip(tool.detail, DETAIL_LIMIT)}".rstrip(": "))
+    lines += _todo_lines(turn)
+    lines += _tool_lines(turn)
+    lines += _subagent_lines(turn, now)
     answer = turn.answer
     if answer:
         tail = answer[-PROGRESS_TAIL:]
         lines.append("")
         lines.append(("…" if len(answer) > PROGRESS_TAIL else "") + tail)
     return "\n".join(lines)  # bounded: a few clipped lines and a short tail
+
+
+def _progress_head(turn: TurnSnapshot, now: float) -> str:
+    header = turn.header
+    bits = [_PHASE_HEAD[turn.phase], _elapsed(turn, now)]
+    if turn.steps:
+        bits.append(f"step {turn.steps}")
+    bits += [choice for choice in (header.model, header.agent) if choice]
+    percent = turn.context_percent
+    if percent is not None:
+        bits.append(f"ctx {percent}%")
+    if header.queued:
+        bits.append(f"queued: {header.queued}")
+    return " · ".join(bits)
+
+
+def _todo_lines(turn: TurnSnapshot) -> list[str]:
+    """Up to 8 todos; when there are more, the finished ones before the first open one are
+    counted on one line, so the work at hand is in view."""
+    todos, start = turn.todos, 0
+    if len(todos) > PROGRESS_TODO_LINES:
+        open_at = next((i for i, t in enumerate(todos) if t.status not in _TODO_DONE), len(todos))
+        start = min(open_at, len(todos) - PROGRESS_TODO_LINES)
+    shown = todos[start : start + PROGRESS_TODO_LINES]
+    lines = [f"☑ {start} done"] if start else []
+    lines += [f"{_TODO_MARK.get(t.status, '•')} {_clip(t.content, DETAIL_LIMIT)}" for t in shown]
+    more = len(todos) - start - len(shown)
+    if more:
+        lines.append(f"… {more} more")
+    return lines
+
+
+def _tool_lines(turn: TurnSnapshot) -> list[str]:
+    """The newest tool calls, but not those shown otherwise: the todo list's writes, and the
+    task call of a running sub-agent (it has its own line)."""
+    running = {subagent.call_id for subagent in turn.subagents}
+    tools = [
+        tool
+        for tool in turn.tools
+        if tool.call_id not in running and not (tool.tool == "todowrite" and turn.todos)
+    ]
+    hidden = len(tools) - PROGRESS_TOOL_LINES
+    lines = [f"… {hidden} earlier tool call{'s' if hidden != 1 else ''}"] if hidden > 0 else []
+    for tool in tools[-PROGRESS_TOOL_LINES:]:
+        mark = _TOOL_MARK.get(tool.status, "•")
+        lines.append(f"{mark} {tool.tool}: {_clip(tool.detail, DETAIL_LIMIT)}".rstrip(": "))
+    return lines
+
+
+def _subagent_lines(turn: TurnSnapshot, now: float) -> list[str]:
+    lines = []
+    for subagent in turn.subagents[:PROGRESS_SUBAGENT_LINES]:
+        bits = [subagent.agent, _clip(subagent.description, DETAIL_LIMIT)]
+        if subagent.tool:
+            bits.append(_clip(subagent.tool, DETAIL_LIMIT))
+        if subagent.started_at is not None:
+            bits.append(_duration(now - subagent.started_at))
+        lines.append("🤖 " + " · ".join(bit for bit in bits if bit))
+    more = len(turn.subagents) - PROGRESS_SUBAGENT_LINES
+    if more > 0:
+        lines.append(f"… {more} more sub-agent{'s' if more != 1 else ''}")
+    return lines
 
 
 def summary_text(turn: TurnSnapshot, now: float) -> str:
