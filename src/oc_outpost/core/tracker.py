@@ -168,16 +168,20 @@ class TurnTracker:
             return
         current = self._turns.get(session_id)
         if current is not None and current.snapshot.turn_id == turn_id:  # still this turn
-            header = replace(current.snapshot.header, context_limit=limit, context_before=used)
-            self._update(current, replace(current.snapshot, header=header))
+            self._set_header(
+                current, replace(current.snapshot.header, context_limit=limit, context_before=used)
+            )
+
+    def _set_header(self, active: ActiveTurn, header: TurnHeader) -> None:
+        if header != active.snapshot.header:
+            self._update(active, replace(active.snapshot, header=header))
 
     def queued(self, session_id: str, count: int) -> None:
         """`count` messages are held for the session until its turn ends (shown in its header)."""
         self._queued[session_id] = count
         active = self._turns.get(session_id)
-        if active is not None and active.snapshot.header.queued != count:
-            header = replace(active.snapshot.header, queued=count)
-            self._update(active, replace(active.snapshot, header=header))
+        if active is not None:
+            self._set_header(active, replace(active.snapshot.header, queued=count))
 
     def _adopt_progress(self, topic_id: int, snapshot: TurnSnapshot) -> None:
         message_id = self._journal.progress_message(snapshot.session_id)
