@@ -10,7 +10,8 @@ message* of each `POST /v1/chat/completions` request (reference §13):
 4. the default echo "Hello from mock! You said: <text>".
 
 A `ToolCall` reply calls its tool on the first request and answers its `then` text once a `tool`
-role message follows the user message (otherwise the agent would call the tool forever).
+role message follows the user message (otherwise the agent would call the tool forever). A
+`then` that is itself a `ToolCall` chains them: the n-th tool result gets the n-th step.
 """
 
 from __future__ import annotations
@@ -77,12 +78,12 @@ class ToolCall:
 
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
-    then: str | Text | None = None
+    then: str | Text | ToolCall | None = None
     chunk_size: int = 16
     delay_s: float = 0.0  # before the call starts (the turn runs this long first)
 
-    def follow_up(self) -> Text:
-        if isinstance(self.then, Text):
+    def follow_up(self) -> Text | ToolCall:
+        if isinstance(self.then, Text | ToolCall):
             return self.then
         return Text(self.then if self.then is not None else f"Tool finished; {self.name} done.")
 
@@ -258,11 +259,13 @@ class MockLLM:
             or builtin_reply(text)
             or Text(f"Hello from mock! You said: {text}")
         )
-        tool_result_follows = user_at is not None and any(
-            message.get("role") == "tool" for message in messages[user_at + 1 :]
+        results = (
+            0 if user_at is None else sum(m.get("role") == "tool" for m in messages[user_at + 1 :])
         )
-        if isinstance(reply, ToolCall) and tool_result_follows:
-            return reply.follow_up()
+        for _ in range(results):
+            if not isinstance(reply, ToolCall):
+                break
+            reply = reply.follow_up()
         return reply
 
     def _scripted(self, text: str) -> Reply | None:

@@ -202,6 +202,17 @@ def test_custom_tool_call_with_custom_follow_up(llm: MockLLM) -> None:
     assert joined(follow_up, "content") == "todos written"
 
 
+def test_chained_tool_calls_take_one_step_per_tool_result(llm: MockLLM) -> None:
+    chain = ToolCall("todowrite", {"todos": []}, then=ToolCall("task", {}, then="all done"))
+    llm.when("plan it", chain)
+    result = {"role": "tool", "content": "ok"}
+
+    steps = [stream_chunks(llm, chat_body(user("plan it"), *[result] * n)) for n in range(3)]
+
+    assert [tool_call_of(step)[1] for step in steps[:2]] == ["todowrite", "task"]
+    assert joined(steps[2], "content") == "all done"
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"), [(400, "invalid_request_error"), (500, "server_error")]
 )
