@@ -14,7 +14,7 @@ import pytest
 
 from tests.rig.bot_fixtures import RunningBot, bot_settings, texts
 from tests.rig.fake_telegram import FakeTelegram, StoredMessage
-from tests.rig.mock_llm import MockLLM, Text
+from tests.rig.mock_llm import MockLLM, Text, ToolCall
 from tests.rig.opencode_bin import MOCK_MODEL_PRO
 
 pytestmark = pytest.mark.timeout(150)
@@ -132,6 +132,54 @@ async def test_model_and_agent_per_topic(bot: RunningBot, llm: MockLLM) -> None:
         what="the agent choice",
     )
     await ask(bot, "/help", "/model [part of a name]", topic)
+
+
+async def test_the_progress_message_shows_todos_sub_agents_and_the_topics_choice(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    topic = await bot.new_topic("glance")
+    filtered = await ask(bot, "/model pro", "Models matching “pro”", topic)
+    await bot.fake.click(filtered.message_id, label=f"mock/{MOCK_MODEL_PRO} · Mock Pro")
+    await bot.fake.wait_for(
+        lambda: "🧠 Model: mock/mock-pro" in (bot.fake.message(filtered.message_id).text or ""),
+        what="the model chosen",
+    )
+    await ask(bot, "/build", "🤖 Agent: build", topic)
+    todos = [
+        {"content": "read the code", "status": "completed", "priority": "high"},
+        {"content": "delegate the check", "status": "in_progress", "priority": "high"},
+        {"content": "report back", "status": "pending", "priority": "low"},
+    ]
+    task = {"description": "Check it", "prompt": "child RUN_BASH", "subagent_type": "general"}
+    llm.when(
+        "plan and delegate",
+        ToolCall("todowrite", {"todos": todos}, then=ToolCall("task", task, then="All checked.")),
+    )
+    await bot.say("plan and delegate", topic)
+    ask_bash = await bot.wait_message(topic, "permission: bash")  # the sub-agent waits for us
+    progress = await bot.wait_message(topic, lambda m: "⏳ Working" in (m.text or ""))
+
+    def shown() -> str:
+        return bot.fake.message(progress.message_id).text or ""
+
+    await bot.fake.wait_for(
+        lambda: "🤖 general · Check it · bash: echo hello-from-bash" in shown(),
+        what="the sub-agent's line",
+    )
+    assert [line for line in shown().splitlines() if line[:1] in "☑▸◻"] == [
+        "☑ read the code",
+        "▸ delegate the check",
+        "◻ report back",
+    ]
+    assert "task:" not in shown() and "todowrite" not in shown()  # nothing is shown twice
+    head = shown().splitlines()[0]
+    assert " · mock-pro · build · ctx " in head, head
+
+    await ask(bot, "after the check", "⏳ Queued (1)", topic)
+    await bot.fake.wait_for(lambda: "queued: 1" in shown().splitlines()[0], what="the queue")
+    await bot.fake.click(ask_bash.message_id, label="✅ Allow once")
+    await bot.wait_message(topic, "All checked.")
+    await bot.wait_message(topic, "You said: after the check")
 
 
 SLOW = Text("the slow answer is finally done now", chunk_size=2, delay_s=0.4)

@@ -108,8 +108,10 @@ async def test_errors_retries_and_sub_agents_are_shown_plainly(
     )
     await bot.say("delegate it", topic)
     ask = await bot.wait_message(topic, "permission: bash")  # asked by the sub-agent
-    progress = await bot.wait_message(topic, lambda m: "task: Sub job" in (m.text or ""))
-    await bot.fake.wait_for(lambda: "↳ ⏳ bash" in bot.fake.message(progress.message_id).text)
+    progress = await bot.wait_message(topic, lambda m: "🤖 general · Sub job" in (m.text or ""))
+    await bot.fake.wait_for(
+        lambda: "Sub job · bash: echo hello-from-bash" in bot.fake.message(progress.message_id).text
+    )
     await bot.fake.click(ask.message_id, label="✅ Allow once")
     await bot.wait_message(topic, "Tool finished; task done.")
     summary = bot.fake.message(progress.message_id).text
