@@ -4,6 +4,10 @@ Each method does one thing a user asked for. What cannot be done raises a `UserE
 (core/errors.py) whose message is fit for the user; each edge maps it (a ❌ reply in the chat, an
 HTTP status in the API). Nothing here deletes a user file: `/disconnect` and `/clear` only unbind,
 stop servers nothing uses any more and close topics, whose history stays.
+
+It is core's longest module on purpose: one short method per thing a user can ask (some fifty),
+each checking the topic and handing the work to the module that does it (linking, prompting,
+controls, history, ...). Splitting it would make a second front door.
 """
 
 from __future__ import annotations
