@@ -23,6 +23,7 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.controls import Chosen, Controls, Delegated
 from oc_outpost.core.diffs import Diffs
@@ -91,6 +92,7 @@ class Controller:
         shell: ShellRunner,
         context: ContextWatch,
         turn_ends: TurnEnds,
+        compactions: Compactions,
         commands: OpenCodeCommands,
         history: History,
     ) -> None:
@@ -115,6 +117,7 @@ class Controller:
         self._shell = shell
         self._context = context
         self._turn_ends = turn_ends
+        self._compactions = compactions
         self._commands = commands
         self._history = history
         self._pickers = Pickers(chat, self.projects)
@@ -134,6 +137,7 @@ class Controller:
             asyncio.create_task(self._recover(), name="recover-open-turns"),
             asyncio.create_task(self._unlink_gone_topics(), name="unlink-gone-topics"),
             asyncio.create_task(self._follow_turn_ends(), name="after-turns"),
+            asyncio.create_task(self._follow_compactions(), name="compactions"),
         ]
 
     async def stop(self) -> None:
@@ -158,6 +162,14 @@ class Controller:
                     await step(session_id)
                 except Exception:
                     log.exception("after the turn of %s: %s failed", session_id, step.__name__)
+
+    async def _follow_compactions(self) -> None:
+        while True:
+            session_id = await self._compactions.next_unasked()
+            try:
+                await self._context.compacted_by_opencode(session_id)
+            except Exception:
+                log.exception("telling the compaction of %s failed", session_id)
 
     async def _unlink_gone_topics(self) -> None:
         while True:
