@@ -21,6 +21,7 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import ChatPort, GoneTopics
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.context_gauge import ContextGauge
 from oc_outpost.core.controller import Controller, ControllerConfig
@@ -382,6 +383,7 @@ def build_core(
         gauge=gauge,
     )
     approvals = Approvals(chat, PendingStore(topic_db), states)
+    compactions = Compactions()
     reconciler = Reconciler(bindings=bindings, turns=tracker, approvals=approvals, journal=journal)
     server_events = ServerEvents(
         chat=chat,
@@ -390,6 +392,7 @@ def build_core(
         approvals=approvals,
         journal=journal,
         reconciler=reconciler,
+        compactions=compactions,
         states=states,
     )
 
@@ -444,8 +447,11 @@ def build_core(
         controls=controls,
         held=held,
         shell=shell,
-        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat, gauge),
+        context=ContextWatch(
+            bindings, controls, prompter, tracker, tokens, chat, compactions, gauge
+        ),
         turn_ends=turn_ends,
+        compactions=compactions,
         commands=OpenCodeCommands(prompter, tracker, tokens, chat),
         history=History(prompter, tracker, linker, tokens, chat),
     )

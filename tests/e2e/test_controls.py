@@ -214,6 +214,8 @@ async def test_messages_while_busy_are_held_in_order_dropped_or_sent_now(
     before = len(bot.fake.bot_messages(topic))
     typed = await bot.say("first held", topic)
     queued = await bot.wait_message(topic, "⏳ Queued (1)", after=before)
+    sent = [c for c in bot.fake.calls("sendMessage") if c.result["message_id"] == queued.message_id]
+    assert sent[0].params.get("disable_notification") is True  # a quiet reply
     await ask(bot, "second held", "⏳ Queued (2)", topic)
     # an edit of a held message edits its queued copy (and keeps its buttons)
     await bot.fake.edit_user_message(typed["message_id"], "first held, edited")

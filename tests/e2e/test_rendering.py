@@ -78,16 +78,20 @@ async def test_errors_retries_and_sub_agents_are_shown_plainly(
     bot: RunningBot, llm: MockLLM
 ) -> None:
     topic = await bot.new_topic("demo")
-    # a prompt sent while busy is queued by OpenCode, and the user is told so
+    # a prompt sent while busy waits in the bot (BUSY_POLICY=queue), then runs as its own turn
     llm.when("first of two", Text("one " * 60, chunk_size=4, delay_s=0.05))
     await bot.say("first of two", topic)
     await bot.wait_message(topic, lambda m: "one one" in (m.text or ""))
     await bot.say("second of two", topic)
-    await bot.wait_message(topic, "⏳ Queued: it will run after the current turn.")
-    final = await bot.wait_message(  # the final answer, not the progress message's tail
+    await bot.wait_message(topic, "⏳ Queued (1)")
+    first = await bot.wait_message(  # the final answer, not the progress message's tail
+        topic, lambda m: (m.text or "").startswith("one one") and not m.buttons
+    )
+    second = await bot.wait_message(
         topic, lambda m: "You said: second of two" in (m.text or "") and not m.buttons
     )
-    assert final.text.startswith("one one")  # one final answer covers both prompts
+    assert second.message_id > first.message_id
+    assert "second of two" not in (first.text or "")
 
     llm.when("break please", HttpError(400, "the model refused the request"))
     await bot.say("break please", topic)

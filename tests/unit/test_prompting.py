@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.server_events import ServerEvents
@@ -134,6 +135,7 @@ async def test_a_server_crash_ends_accepted_turns_but_not_a_prompt_on_its_way(
         approvals=None,  # type: ignore[arg-type]
         journal=TurnJournal(ActiveTurnStore(db)),
         reconciler=None,  # type: ignore[arg-type]
+        compactions=Compactions(),
     )
     tracker.begin(binding, FakeClient())  # type: ignore[arg-type]  (prompt not sent yet)
     tracker.begin(other, FakeClient())  # type: ignore[arg-type]

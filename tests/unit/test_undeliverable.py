@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.tracker import TurnTracker
@@ -62,6 +63,7 @@ async def parts(db: Database) -> tuple[Bindings, TopicBinding, TurnTracker, Serv
         approvals=UnreachableApprovals(),  # type: ignore[arg-type]
         journal=journal,
         reconciler=None,  # type: ignore[arg-type]
+        compactions=Compactions(),
     )
     return bindings, binding, tracker, events
 

@@ -61,6 +61,7 @@ class Button:
 class Menu:
     text: str
     rows: tuple[tuple[Button, ...], ...]
+    silent: bool = False  # posted without a notification (a reply nobody needs to hear)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Context use and compaction: how full the topic's model context is ("ctx 63%", from the
 model's context limit and the last answer's tokens), one hint with a **Compact** button once it
-reaches 80%, and `/compact` (OpenCode's summarize, with the topic's model)."""
+reaches 80%, and `/compact` (OpenCode's summarize, with the topic's model), confirmed once
+OpenCode reports the compaction; a compaction OpenCode did by itself is told too."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context_gauge import ContextGauge
 from oc_outpost.core.controls import Controls
 from oc_outpost.core.errors import BadRequest, Conflict, Unavailable
@@ -22,6 +25,10 @@ log = logging.getLogger(__name__)
 
 HINT_PERCENT = 80
 COMPACT = "compact"
+CONFIRM_S = 30.0  # after summarize returned: how long `session.compacted` may take to arrive
+SELF_COMPACTED = (
+    "🗜 OpenCode compacted this session by itself (its context was full): it goes on from a summary."
+)
 
 
 class ContextWatch:
@@ -33,9 +40,13 @@ class ContextWatch:
         tracker: TurnTracker,
         tokens: ControlTokenStore,
         chat: ChatPort,
+        compactions: Compactions,
         gauge: ContextGauge,
+        confirm_s: float = CONFIRM_S,
     ) -> None:
+        self._compactions = compactions
         self._gauge = gauge
+        self._confirm_s = confirm_s
         self._bindings = bindings
         self._controls = controls
         self._prompter = prompter
@@ -85,13 +96,26 @@ class ContextWatch:
         await self._chat.notify(
             binding.topic_id, f"🗜 Compacting with {model.provider_id}/{model.id}…"
         )
+        reported = self._compactions.expect(binding.session_id)
         try:
             done = await client.summarize(binding.session_id, (model.provider_id, model.id))
+            if not done:
+                raise Unavailable("OpenCode did not compact the session.")
+            await asyncio.wait_for(reported, self._confirm_s)
         except OpenCodeError as exc:
             raise Unavailable(f"Compaction failed: {exc}") from exc
-        if not done:
-            raise Unavailable("OpenCode did not compact the session.")
+        except TimeoutError as exc:
+            raise Unavailable("OpenCode did not report the compaction; see /session.") from exc
+        finally:
+            self._compactions.forget(binding.session_id)
         self._hinted.discard(binding.session_id)
         percent = await self.percent(binding)
         shown = f" Context now {percent}%." if percent is not None else ""
         return f"✅ Compacted.{shown}"
+
+    async def compacted_by_opencode(self, session_id: str) -> None:
+        binding = self._bindings.by_session(session_id)
+        if binding is None:
+            return
+        self._hinted.discard(session_id)
+        await self._chat.notify(binding.topic_id, SELF_COMPACTED)

@@ -4,6 +4,10 @@ Each method does one thing a user asked for. What cannot be done raises a `UserE
 (core/errors.py) whose message is fit for the user; each edge maps it (a ❌ reply in the chat, an
 HTTP status in the API). Nothing here deletes a user file: `/disconnect` and `/clear` only unbind,
 stop servers nothing uses any more and close topics, whose history stays.
+
+It is core's longest module on purpose: one short method per thing a user can ask (some fifty),
+each checking the topic and handing the work to the module that does it (linking, prompting,
+controls, history, ...). Splitting it would make a second front door.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.controls import Chosen, Controls, Delegated
 from oc_outpost.core.diffs import Diffs
@@ -87,6 +92,7 @@ class Controller:
         shell: ShellRunner,
         context: ContextWatch,
         turn_ends: TurnEnds,
+        compactions: Compactions,
         commands: OpenCodeCommands,
         history: History,
     ) -> None:
@@ -111,6 +117,7 @@ class Controller:
         self._shell = shell
         self._context = context
         self._turn_ends = turn_ends
+        self._compactions = compactions
         self._commands = commands
         self._history = history
         self._pickers = Pickers(chat, self.projects)
@@ -130,6 +137,7 @@ class Controller:
             asyncio.create_task(self._recover(), name="recover-open-turns"),
             asyncio.create_task(self._unlink_gone_topics(), name="unlink-gone-topics"),
             asyncio.create_task(self._follow_turn_ends(), name="after-turns"),
+            asyncio.create_task(self._follow_compactions(), name="compactions"),
         ]
 
     async def stop(self) -> None:
@@ -154,6 +162,14 @@ class Controller:
                     await step(session_id)
                 except Exception:
                     log.exception("after the turn of %s: %s failed", session_id, step.__name__)
+
+    async def _follow_compactions(self) -> None:
+        while True:
+            session_id = await self._compactions.next_unasked()
+            try:
+                await self._context.compacted_by_opencode(session_id)
+            except Exception:
+                log.exception("telling the compaction of %s failed", session_id)
 
     async def _unlink_gone_topics(self) -> None:
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Literal
 
 from oc_outpost.core.bindings import Bindings
@@ -61,7 +62,7 @@ class HeldMessages:
         held = await self._store.hold(binding.topic_id, binding.session_id, text, source)
         count = await self._count_queued(binding.session_id)
         menu = await self._menu(held, f"⏳ Queued ({count})")
-        message_id = await self._chat.show_menu(binding.topic_id, menu)
+        message_id = await self._chat.show_menu(binding.topic_id, replace(menu, silent=True))
         await self._store.set_message(held.id, message_id)
 
     async def edit(self, topic_id: int, source: int, text: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, TopicGone
+from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.recovery import Reconciler
 from oc_outpost.core.topic_states import TopicStates
@@ -48,8 +49,10 @@ class ServerEvents:
         approvals: Approvals,
         journal: TurnJournal,
         reconciler: Reconciler,
+        compactions: Compactions,
         states: TopicStates | None = None,
     ) -> None:
+        self._compactions = compactions
         self._chat = chat
         self._bindings = bindings
         self._tracker = tracker
@@ -71,6 +74,8 @@ class ServerEvents:
         binding = self._bindings.by_session(root)
         if binding is None:
             return
+        if isinstance(event, ev.SessionCompacted) and session_id == root:
+            self._compactions.compacted(root)
         try:
             await self._approvals.on_event(instance_id, binding, event)
         except Exception:  # its row stays; the next reconnect or start shows it again

@@ -273,6 +273,14 @@ class SessionIdle:
 
 
 @dataclass(frozen=True)
+class SessionCompacted:
+    """OpenCode summarized the session (asked for, or because its context overflowed)."""
+
+    session_id: SessionId
+    type: Literal["session.compacted"] = _tag("session.compacted")
+
+
+@dataclass(frozen=True)
 class SessionError:
     """`name` is e.g. APIError, MessageAbortedError, ProviderAuthError, UnknownError."""
 
@@ -398,6 +406,7 @@ Event = (
     | ServerHeartbeat
     | SessionStatusChanged
     | SessionIdle
+    | SessionCompacted
     | SessionError
     | SessionCreated
     | SessionUpdated

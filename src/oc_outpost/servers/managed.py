@@ -12,6 +12,9 @@ Output goes to files, not pipes: `<log_dir>/opencode-<port>.stdout.log` and `.st
 masked). With pipes, a server that outlives the bot (kept running across a bot restart, then
 adopted) would get SIGPIPE/EPIPE on its next write; a file keeps working. The previous run's files
 are kept as `*.log.1`.
+
+It runs over 400 lines because a process's life is one story (spawn, readiness, output, exit
+watch, stop with escalation) whose steps share the process state; each step is its own method.
 """
 
 from __future__ import annotations

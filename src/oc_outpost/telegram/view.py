@@ -236,13 +236,14 @@ class TelegramChat:
         *,
         rows: Rows | None = None,
         priority: Priority = Priority.INTERACTIVE,
+        silent: bool = False,
     ) -> Message:
         """Send formatted text (split to fit); buttons go on the last part. Returns it."""
         parts = split(text) if isinstance(text, Styled) else list(text)
         message: Message | None = None
         for index, part in enumerate(parts):
             markup = InlineKeyboardMarkup(rows) if rows and index == len(parts) - 1 else None
-            message = await self._send_part(topic_id, part, priority, markup)
+            message = await self._send_part(topic_id, part, priority, markup, silent)
         assert message is not None, "split() always yields at least one part"
         return message
 
@@ -252,14 +253,15 @@ class TelegramChat:
         part: Formatted,
         priority: Priority,
         markup: InlineKeyboardMarkup | None = None,
+        silent: bool = False,
     ) -> Message:
         try:
             message: Message = await self._outbox.submit(
-                self._send_call(topic_id, part, markup),
+                self._send_call(topic_id, part, markup, silent),
                 method="sendMessage",
                 chat_id=self._chat_id,
                 priority=priority,
-                fallback=self._send_call(topic_id, Formatted(part.text), markup),
+                fallback=self._send_call(topic_id, Formatted(part.text), markup, silent),
             )
         except TopicGone:
             self._report_gone(topic_id)
@@ -267,7 +269,11 @@ class TelegramChat:
         return message
 
     def _send_call(
-        self, topic_id: int | None, part: Formatted, markup: InlineKeyboardMarkup | None
+        self,
+        topic_id: int | None,
+        part: Formatted,
+        markup: InlineKeyboardMarkup | None,
+        silent: bool = False,
     ) -> Callable[[Bot], Any]:
         return lambda bot: bot.send_message(
             self._chat_id,
@@ -276,6 +282,7 @@ class TelegramChat:
             reply_markup=markup,
             entities=_entities(part) or None,
             link_preview_options=NO_PREVIEW,
+            disable_notification=silent or None,
         )
 
     def _edit_call(
@@ -552,7 +559,8 @@ class TelegramChat:
         await self.edit(message_id, fit(plain(menu.text)), menu_rows(menu) or None)
 
     async def show_menu(self, topic_id: int, menu: Menu) -> int:
-        message = await self.send(topic_id, plain(menu.text), rows=menu_rows(menu) or None)
+        rows = menu_rows(menu) or None
+        message = await self.send(topic_id, plain(menu.text), rows=rows, silent=menu.silent)
         return message.message_id
 
     async def show_history(self, topic_id: int, history: Sequence[HistoryEntry]) -> None:
