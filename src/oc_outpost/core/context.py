@@ -14,7 +14,8 @@ from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.opencode.wire import AssistantMessage, MessageWithParts, Tokens
+from oc_outpost.opencode.events import TokenUsage
+from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
@@ -24,15 +25,15 @@ RECENT_MESSAGES = 10
 COMPACT = "compact"
 
 
-def used_tokens(tokens: Tokens) -> int:
-    return tokens.input + tokens.output + tokens.reasoning + tokens.cache.read + tokens.cache.write
+def used_tokens(tokens: TokenUsage) -> int:
+    return tokens.input + tokens.output + tokens.reasoning + tokens.cache_read + tokens.cache_write
 
 
 def last_usage(messages: list[MessageWithParts]) -> int:
     """The tokens of the newest assistant message that reported any (its whole context)."""
     for message in reversed(messages):
         info = message.info
-        if isinstance(info, AssistantMessage) and used_tokens(info.tokens):
+        if info.role == "assistant" and used_tokens(info.tokens):
             return used_tokens(info.tokens)
     return 0
 

@@ -15,7 +15,8 @@ from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.opencode.wire import MessageWithParts, TextPartWire, UserMessage
+from oc_outpost.opencode.events import TextPart
+from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,13 @@ REDO = "redo"
 
 def prompt_text(message: MessageWithParts) -> str:
     return "\n".join(
-        p.text for p in message.parts if isinstance(p, TextPartWire) and not p.synthetic
+        p.text for p in message.parts if isinstance(p, TextPart) and not p.synthetic
     ).strip()
 
 
 def last_prompt(messages: list[MessageWithParts], before: str | None) -> MessageWithParts | None:
     """The newest user message (older than `before`, the current revert point, if any)."""
-    users = [m for m in messages if isinstance(m.info, UserMessage)]
+    users = [m for m in messages if m.info.role == "user"]
     if before is not None:
         users = [m for m in users if m.info.id < before]
     return users[-1] if users else None

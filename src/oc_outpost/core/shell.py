@@ -11,7 +11,8 @@ from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeHTTPError
-from oc_outpost.opencode.wire import MessageWithParts, ToolPartWire
+from oc_outpost.opencode.events import ToolPart
+from oc_outpost.opencode.wire import MessageWithParts
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ def is_shell(text: str) -> bool:
 def shell_output(message: MessageWithParts) -> str:
     """The output of the bash tool part of a shell answer."""
     for part in message.parts:
-        if isinstance(part, ToolPartWire):
-            output = part.state.output or str(part.state.metadata.get("output") or "")
-            return output or part.state.error or ""
+        if isinstance(part, ToolPart):
+            output = part.output or str(part.metadata.get("output") or "")
+            return output or part.error or ""
     return ""
 
 

@@ -19,8 +19,8 @@ from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
 from oc_outpost.core.topic_states import TopicBook, TopicStates
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
-from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.core.turn_ends import TurnEnds
+from oc_outpost.core.turn_outputs import TurnOutputs
 from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev

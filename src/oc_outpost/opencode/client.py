@@ -286,6 +286,7 @@ class OpenCodeClient:
             "GET", f"/session/{session_id}/message", params={"limit": str(limit)}
         )
         return self._parse(_OUTPUT_MESSAGES, body, "GET /session/{id}/message")
+
     async def shell(
         self,
         session_id: str,

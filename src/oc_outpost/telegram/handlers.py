@@ -379,7 +379,9 @@ class Handlers:
 
     async def link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
-        self._background(context, update, topic, self._controller.link(topic, _command_argument(update)))
+        self._background(
+            context, update, topic, self._controller.link(topic, _command_argument(update))
+        )
 
     async def stream(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         topic = self._where(update)
