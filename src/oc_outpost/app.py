@@ -22,6 +22,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.context import ContextWatch
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.diffs import Diffs
@@ -62,7 +63,6 @@ from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.board import BoardStore
 from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.buttons import ButtonStore
-from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.instances import InstanceStore
@@ -401,13 +401,20 @@ def build_core(
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
     files = ProjectFiles(registry, chat)
     prompter = Prompter(registry, tracker, chat)
-    tokens = ControlTokenStore(topic_db)
+    controls_buttons = ControlButtons(buttons, bindings)
     shell = ShellRunner(prompter, tracker, chat)
     held = HeldMessages(
-        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends, shell
+        HeldMessageStore(topic_db),
+        controls_buttons,
+        bindings,
+        tracker,
+        prompter,
+        chat,
+        turn_ends,
+        shell,
     )
     model_state = opencode_state_file(dict(os.environ), Path.home())
-    controls = Controls(bindings, prompter, tokens, lambda: read_model_state(model_state), held)
+    controls = Controls(bindings, prompter, controls_buttons, lambda: read_model_state(model_state))
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
@@ -441,10 +448,11 @@ def build_core(
         controls=controls,
         held=held,
         shell=shell,
-        context=ContextWatch(bindings, controls, prompter, tracker, tokens, chat),
+        context=ContextWatch(bindings, controls, prompter, tracker, controls_buttons, chat),
         turn_ends=turn_ends,
-        commands=OpenCodeCommands(prompter, tracker, tokens, chat),
-        history=History(prompter, tracker, linker, tokens, chat),
+        commands=OpenCodeCommands(prompter, tracker, controls_buttons, chat),
+        history=History(prompter, tracker, linker, controls_buttons, chat),
+        buttons=controls_buttons,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

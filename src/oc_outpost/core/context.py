@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.chat import ChatPort, Menu
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.controls import Controls
 from oc_outpost.core.errors import BadRequest, Conflict, Unavailable
 from oc_outpost.core.prompting import Prompter
@@ -16,7 +17,6 @@ from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.events import TokenUsage
 from oc_outpost.opencode.wire import MessageWithParts
-from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,14 @@ class ContextWatch:
         controls: Controls,
         prompter: Prompter,
         tracker: TurnTracker,
-        tokens: ControlTokenStore,
+        buttons: ControlButtons,
         chat: ChatPort,
     ) -> None:
         self._bindings = bindings
         self._controls = controls
         self._prompter = prompter
         self._tracker = tracker
-        self._tokens = tokens
+        self._buttons = buttons
         self._chat = chat
         self._hinted: set[str] = set()  # sessions shown the hint since their last compaction
 
@@ -78,12 +78,14 @@ class ContextWatch:
         if percent is None or percent < HINT_PERCENT:
             return
         self._hinted.add(session_id)
-        token = await self._tokens.create(binding.topic_id, COMPACT, session_id)
+        compact = await self._buttons.button(
+            COMPACT, binding.topic_id, "🗜 Compact", session_id=session_id
+        )
         await self._chat.show_menu(
             binding.topic_id,
             Menu(
                 f"📦 The context is {percent}% full. Compacting summarizes the session so far.",
-                ((Button("🗜 Compact", token.token),),),
+                ((compact,),),
             ),
         )
 
