@@ -397,7 +397,9 @@ async def test_undo_redo_and_fork_buttons_of_final_answers(bot: RunningBot, llm:
     # Undo of the older answer: from that turn on; the prompt is posted with Redo
     before = len(bot.fake.bot_messages(topic))
     pressed = await bot.fake.click(first, label="↩️ Undo")
-    undone = await bot.wait_message(topic, "↩️ Undone from this turn on (1 later too)", after=before)
+    undone = await bot.wait_message(
+        topic, "↩️ Undone from this turn on (1 later prompt too)", after=before
+    )
     assert (undone.text or "").endswith("first turn prompt")
     assert labels(undone) == ["↪️ Redo"]
     reverted = await last_session_state(bot, topic)

@@ -118,11 +118,13 @@ class History:
             await client.revert(session_id, prompt.info.id)
         except OpenCodeError as exc:
             raise Unavailable(f"Undo failed: {exc}") from exc
-        later = [m for m in prompts(messages, before) if m.info.id > prompt.info.id]
+        last = turn.last if turn is not None else prompt.info.id
+        later = len([m for m in prompts(messages, before) if m.info.id > last])
         redo = await self._buttons.button(
             REDO, binding.topic_id, "↪️ Redo", session_id=session_id, message_id=prompt.info.id
         )
-        what = f"Undone from this turn on ({len(later)} later too)" if later else "Undone"
+        plural = "s" if later > 1 else ""
+        what = f"Undone from this turn on ({later} later prompt{plural} too)" if later else "Undone"
         text = prompt_text(prompt) or "(the prompt had no text)"
         await self._chat.show_menu(
             binding.topic_id,
