@@ -448,3 +448,4 @@ async def test_build_it_after_a_plan(bot: RunningBot, llm: MockLLM) -> None:
     await asyncio.sleep(SETTLE_S)
     assert sum("🔨" in t for t in texts(bot.fake.bot_messages(topic))) == 1
     assert (await user_texts(bot, topic)).count("Implement the plan above.") == 1
+    await ask(bot, "/help", "▶ Build it hands the plan to the build agent", topic)
