@@ -24,6 +24,7 @@ from oc_outpost.core.chat import ChatPort, GoneTopics
 from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context import ContextWatch
 from oc_outpost.core.context_gauge import ContextGauge
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.controller import Controller, ControllerConfig
 from oc_outpost.core.controls import Controls, opencode_state_file, read_model_state
 from oc_outpost.core.diffs import Diffs
@@ -64,7 +65,6 @@ from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.board import BoardStore
 from oc_outpost.store.bot_state import BotStateStore
 from oc_outpost.store.buttons import ButtonStore
-from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.held_messages import HeldMessageStore
 from oc_outpost.store.instances import InstanceStore
@@ -407,13 +407,20 @@ def build_core(
     catalog = SessionCatalog(registry, bindings, s.project_base_path)
     files = ProjectFiles(registry, chat)
     prompter = Prompter(registry, tracker, chat)
-    tokens = ControlTokenStore(topic_db)
+    controls_buttons = ControlButtons(buttons, bindings)
     shell = ShellRunner(prompter, tracker, chat)
     held = HeldMessages(
-        HeldMessageStore(topic_db), tokens, bindings, tracker, prompter, chat, turn_ends, shell
+        HeldMessageStore(topic_db),
+        controls_buttons,
+        bindings,
+        tracker,
+        prompter,
+        chat,
+        turn_ends,
+        shell,
     )
     model_state = opencode_state_file(dict(os.environ), Path.home())
-    controls = Controls(bindings, prompter, tokens, lambda: read_model_state(model_state), held)
+    controls = Controls(bindings, prompter, controls_buttons, lambda: read_model_state(model_state))
     controller = Controller(
         ControllerConfig(
             project_base=s.project_base_path,
@@ -448,12 +455,13 @@ def build_core(
         held=held,
         shell=shell,
         context=ContextWatch(
-            bindings, controls, prompter, tracker, tokens, chat, compactions, gauge
+            bindings, controls, prompter, tracker, controls_buttons, chat, compactions, gauge
         ),
         turn_ends=turn_ends,
         compactions=compactions,
-        commands=OpenCodeCommands(prompter, tracker, tokens, chat),
-        history=History(prompter, tracker, linker, tokens, chat),
+        commands=OpenCodeCommands(prompter, tracker, controls_buttons, chat),
+        history=History(prompter, tracker, linker, controls_buttons, chat),
+        buttons=controls_buttons,
     )
 
     return Core(controller, registry, supervisor, bindings, catalog, journal)

@@ -3,6 +3,7 @@ topic, sent with every prompt, shown in /session, surviving a bot restart."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import struct
 import zlib
@@ -12,10 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.test_approvals import callback_answer
 from tests.rig.bot_fixtures import RunningBot, bot_settings, texts
+from tests.rig.counting import SETTLE_S
 from tests.rig.fake_telegram import FakeTelegram, StoredMessage
 from tests.rig.mock_llm import MockLLM, Text, ToolCall
 from tests.rig.opencode_bin import MOCK_MODEL_PRO
+from tests.rig.telegram_fixtures import OTHER_USER_ID
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -380,3 +384,118 @@ async def test_busy_policy_steer_sends_at_once(
         assert not any("⏳ Queued (" in t for t in texts(bot.fake.bot_messages(topic)))
     finally:
         await bot.shutdown()
+
+
+# --- the buttons of a final answer ----------------------------------------------------------
+
+
+async def replay(fake: FakeTelegram, query_id: str) -> None:
+    """Deliver a callback query again, with its id: as Telegram does when the bot stopped
+    before confirming the update."""
+    query = fake._callback_queries[query_id]
+    await fake._push_update(
+        "callback_query",
+        {
+            "id": query_id,
+            "from": fake.user(query.user_id),
+            "message": fake._message_json(fake.message(query.message_key[1])),
+            "chat_instance": "1",
+            "data": query.data,
+        },
+    )
+
+
+async def answer_with_buttons(bot: RunningBot, llm: MockLLM, topic: int, prompt: str) -> int:
+    """Send ``prompt``; the message id of its final answer's buttons (Undo, Fork, …)."""
+    llm.when(prompt, Text(f"the answer to {prompt}"))
+    before = len(bot.fake.bot_messages(topic))
+    await bot.say(prompt, topic)
+    await bot.wait_message(topic, f"the answer to {prompt}", after=before)
+    final = await bot.wait_message(topic, lambda m: "↩️ Undo" in labels(m), after=before)
+    return final.message_id
+
+
+async def user_texts(bot: RunningBot, topic: int) -> list[str]:
+    """The prompts of the topic's session, as OpenCode stores them."""
+    messages = await opencode_get(bot, topic, "/session/{session}/message")
+    return [
+        part.get("text", "")
+        for m in messages
+        if m["info"]["role"] == "user"
+        for part in m["parts"]
+        if part["type"] == "text"
+    ]
+
+
+async def test_undo_redo_and_fork_buttons_of_final_answers(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("turns")
+    first = await answer_with_buttons(bot, llm, topic, "first turn prompt")
+    assert labels(bot.fake.message(first))[-2:] == ["↩️ Undo", "🍴 Fork"]  # not a plan: no Build
+    second = await answer_with_buttons(bot, llm, topic, "second turn prompt")
+
+    # Fork of the older answer: a new topic whose session holds that turn, not the later one
+    await bot.fake.click(first, label="🍴 Fork")
+    await bot.wait_message(topic, "🍴 Forked into the topic “turns (fork)”")
+    fork = next(t for t, v in bot.fake.topics.items() if v.name == "turns (fork)")
+    await bot.wait_message(fork, "🍴 Forked from the session of turns")
+    assert await user_texts(bot, fork) == ["first turn prompt"]
+
+    # a member who is not allowed presses Undo: refused, nothing changes
+    refused = await bot.fake.click(first, label="↩️ Undo", user_id=OTHER_USER_ID)
+    assert await callback_answer(bot.fake, refused) == "You are not allowed."
+
+    # Undo of the older answer: from that turn on; the prompt is posted with Redo
+    before = len(bot.fake.bot_messages(topic))
+    pressed = await bot.fake.click(first, label="↩️ Undo")
+    undone = await bot.wait_message(
+        topic, "↩️ Undone from this turn on (1 later prompt too)", after=before
+    )
+    assert (undone.text or "").endswith("first turn prompt")
+    assert labels(undone) == ["↪️ Redo"]
+    reverted = await last_session_state(bot, topic)
+    messages = await opencode_get(bot, topic, "/session/{session}/message")
+    assert reverted["revert"]["messageID"] == messages[0]["info"]["id"]  # the first prompt
+    await replay(bot.fake, pressed)  # the same press delivered again: nothing twice
+    await asyncio.sleep(SETTLE_S)
+    assert sum("↩️ Undone" in t for t in texts(bot.fake.bot_messages(topic))) == 1
+
+    await bot.fake.click(undone.message_id, label="↪️ Redo")
+    await bot.fake.wait_for(
+        lambda: "↪️ Redone" in (bot.fake.message(undone.message_id).text or ""), what="redo"
+    )
+    assert (await last_session_state(bot, topic)).get("revert") is None
+
+    # Undo of the last answer, then a new prompt: that turn is gone, its buttons say so
+    await bot.fake.click(second, label="↩️ Undo")
+    await bot.wait_message(topic, "↩️ Undone, file changes included")
+    await answer_with_buttons(bot, llm, topic, "third turn prompt")
+    assert await user_texts(bot, topic) == ["first turn prompt", "third turn prompt"]
+    await bot.fake.click(second, label="🍴 Fork")
+    await bot.wait_message(topic, "❌ That turn is not in the session any more")
+    assert sum(v.name == "turns (fork)" for v in bot.fake.topics.values()) == 1
+
+
+async def test_build_it_after_a_plan(bot: RunningBot, llm: MockLLM) -> None:
+    topic = await bot.new_topic("planned")
+    await ask(bot, "/plan", "🤖 Agent: plan", topic)
+    final = await answer_with_buttons(bot, llm, topic, "plan the feature")
+    assert labels(bot.fake.message(final))[-3:] == ["↩️ Undo", "🍴 Fork", "▶ Build it"]
+
+    llm.when("Implement the plan above.", Text("built as planned"))
+    pressed = await bot.fake.click(final, label="▶ Build it")
+    await bot.wait_message(topic, "🔨")
+    await bot.wait_message(topic, "built as planned")
+    stored = await last_user_message(bot, topic)
+    assert stored["agent"] == "build"
+    assert (await user_texts(bot, topic))[-1] == "Implement the plan above."
+    info = await ask(bot, "/session", "Session: ses_", topic)
+    assert "agent build" in (info.text or "")
+
+    # the same press delivered again, and a double tap, send nothing more (a press later on is
+    # answered that the button acted already: tests/unit/test_controls.py)
+    await replay(bot.fake, pressed)
+    await bot.fake.click(final, label="▶ Build it")
+    await asyncio.sleep(SETTLE_S)
+    assert sum("🔨" in t for t in texts(bot.fake.bot_messages(topic))) == 1
+    assert (await user_texts(bot, topic)).count("Implement the plan above.") == 1
+    await ask(bot, "/help", "▶ Build it hands the plan to the build agent", topic)

@@ -196,7 +196,7 @@ async def test_diff_and_the_diff_button_show_what_a_write_file_turn_changed(
         timeout=30,
         what="a Diff button",
     )
-    assert buttons_of(summary) == ["📄 Diff +1 \u22120 · 1 file"]
+    assert buttons_of(summary) == ["📄 Diff +1 \u22120 · 1 file", "↩️ Undo", "🍴 Fork"]
     assert summary.text.startswith("✅ Done in")  # the progress message's summary line
 
     await bot.fake.click(summary.message_id, label="📄 Diff +1 \u22120 · 1 file")

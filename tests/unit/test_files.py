@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from oc_outpost.core.voice import VoicePrompts
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.files import FileDiff, OutputMessage
-from oc_outpost.store.buttons import ButtonStore
+from oc_outpost.store.buttons import ButtonStore, Claim
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.store.topics import TopicStore
@@ -154,12 +155,12 @@ async def test_button_tokens_survive_and_presses_act_once(db: Database) -> None:
         TOPIC,
         {"path": "a"},
     )
-    assert await store.claim_press("q1", f"{token}:e0")
-    assert not await store.claim_press("q1", f"{token}:e0")  # the same update again
-    assert not await store.claim_press("q2", f"{token}:e0")  # a double tap
-    assert await store.claim_press("q3", f"{token}:e1")  # another button
+    assert await store.claim_press("q1", f"{token}:e0") is Claim.FRESH
+    assert await store.claim_press("q1", f"{token}:e0") is Claim.REPEAT  # the same update again
+    assert await store.claim_press("q2", f"{token}:e0") is Claim.REPEAT  # a double tap
+    assert await store.claim_press("q3", f"{token}:e1") is Claim.FRESH  # another button
     clock.now += 11
-    assert await store.claim_press("q4", f"{token}:e0")  # pressed again later: acts again
+    assert await store.claim_press("q4", f"{token}:e0") is Claim.FRESH  # later: acts again
     clock.now += 200
     await store.create("browse", TOPIC, {})  # prunes what is older than the ttl
     assert await store.get(token) is None
@@ -351,7 +352,9 @@ async def test_turn_outputs_read_images_and_keep_the_diff_behind_a_token(
     ]
 
 
-async def test_a_turn_without_tools_or_with_opencode_down_has_no_output(db: Database) -> None:
+async def test_a_turn_without_tools_or_with_opencode_down_has_only_its_buttons(
+    db: Database,
+) -> None:
     calls: list[str] = []
 
     def no_tools(request: httpx.Request) -> httpx.Response:
@@ -361,14 +364,18 @@ async def test_a_turn_without_tools_or_with_opencode_down_has_no_output(db: Data
     outputs = TurnOutputs(ButtonStore(db), Bindings(TopicStore(db), CHAT))
     snapshot = TurnSnapshot(1, "ses_1", 0.0, user_messages=("msg_1",))
     quiet = OpenCodeClient("http://oc.test", transport=httpx.MockTransport(no_tools))
-    assert await outputs.collect(TOPIC, quiet, snapshot) == NO_OUTPUT
+    output = await outputs.collect(TOPIC, quiet, snapshot)
+    assert (output.images, output.changes, output.diff_token) == ((), None, None)
+    assert output.buttons is not None and output.buttons.build is None
     assert calls == ["/session/ses_1/message"]  # no diff asked for
 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
     gone = OpenCodeClient("http://oc.test", transport=httpx.MockTransport(down))
-    assert await outputs.collect(TOPIC, gone, snapshot) == NO_OUTPUT
+    output = await outputs.collect(TOPIC, gone, snapshot)
+    assert replace(output, buttons=None) == NO_OUTPUT
+    assert output.buttons is not None  # Undo and Fork need no answer from OpenCode
 
 
 # --- voice -------------------------------------------------------------------------------------

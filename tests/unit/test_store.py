@@ -136,7 +136,6 @@ async def test_topic_db_is_created_with_tables_and_indexes(
         "bot_state",
         "buttons",
         "button_presses",
-        "control_tokens",
         "held_messages",
     }
     assert {
@@ -179,7 +178,6 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
                 "bot_state",
                 "buttons",
                 "button_presses",
-                "control_tokens",
                 "held_messages",
             }
             assert await names(db, "table") == tables

@@ -20,7 +20,7 @@ from oc_outpost.core.file_port import FilePort, ListingEntry, ListingPage
 from oc_outpost.core.project_files import ProjectFiles, is_hidden, relative_path, shown
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
-from oc_outpost.store.buttons import ButtonStore
+from oc_outpost.store.buttons import ButtonStore, Claim
 
 PAGE_SIZE = 12
 BROWSE = "browse"
@@ -100,8 +100,8 @@ class FileBrowser:
         row = await self._buttons.get(token)
         if row is None or row.kind != BROWSE or row.topic_id != binding.topic_id:
             raise NotFound(OUT_OF_DATE)
-        async with self._buttons.pressed(press_id, f"{token}:{action}") as fresh:
-            if fresh:  # not delivered before, not a double tap
+        async with self._buttons.pressed(press_id, f"{token}:{action}") as claim:
+            if claim is Claim.FRESH:  # not delivered before, not a double tap
                 await self._act(binding, _View.from_payload(row.payload), action, message_id)
 
     async def _act(self, binding: TopicBinding, view: _View, action: str, message_id: int) -> None:

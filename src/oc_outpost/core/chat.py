@@ -51,7 +51,7 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class Button:
-    """A control button; `token` names its stored press (store/control_tokens.py)."""
+    """A control button; `token` names its stored press (core/control_buttons.py)."""
 
     label: str
     token: str

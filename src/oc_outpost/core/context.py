@@ -9,9 +9,10 @@ import asyncio
 import logging
 
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.chat import ChatPort, Menu
 from oc_outpost.core.compactions import Compactions
 from oc_outpost.core.context_gauge import ContextGauge
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.controls import Controls
 from oc_outpost.core.errors import BadRequest, Conflict, Unavailable
 from oc_outpost.core.prompting import Prompter
@@ -19,7 +20,6 @@ from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn import context_percent
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ContextWatch:
         controls: Controls,
         prompter: Prompter,
         tracker: TurnTracker,
-        tokens: ControlTokenStore,
+        buttons: ControlButtons,
         chat: ChatPort,
         compactions: Compactions,
         gauge: ContextGauge,
@@ -51,7 +51,7 @@ class ContextWatch:
         self._controls = controls
         self._prompter = prompter
         self._tracker = tracker
-        self._tokens = tokens
+        self._buttons = buttons
         self._chat = chat
         self._hinted: set[str] = set()  # sessions shown the hint since their last compaction
 
@@ -75,12 +75,14 @@ class ContextWatch:
         if percent is None or percent < HINT_PERCENT:
             return
         self._hinted.add(session_id)
-        token = await self._tokens.create(binding.topic_id, COMPACT, session_id)
+        compact = await self._buttons.button(
+            COMPACT, binding.topic_id, "🗜 Compact", session_id=session_id
+        )
         await self._chat.show_menu(
             binding.topic_id,
             Menu(
                 f"📦 The context is {percent}% full. Compacting summarizes the session so far.",
-                ((Button("🗜 Compact", token.token),),),
+                ((compact,),),
             ),
         )
 

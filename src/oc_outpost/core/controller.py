@@ -24,15 +24,16 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, Menu, ProjectEntry, TopicGone
 from oc_outpost.core.compactions import Compactions
-from oc_outpost.core.context import ContextWatch
-from oc_outpost.core.controls import Chosen, Controls, Delegated
+from oc_outpost.core.context import COMPACT, ContextWatch
+from oc_outpost.core.control_buttons import OUT_OF_DATE, ControlButtons, Pressed
+from oc_outpost.core.controls import PICKER_KINDS, Chosen, Controls
 from oc_outpost.core.diffs import Diffs
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable, UserError
-from oc_outpost.core.held import HeldMessages
-from oc_outpost.core.history import History
+from oc_outpost.core.held import DROP, SEND_NOW, HeldMessages
+from oc_outpost.core.history import REDO, History, TurnRef
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
-from oc_outpost.core.oc_commands import OpenCodeCommands
+from oc_outpost.core.oc_commands import COMMAND, OpenCodeCommands
 from oc_outpost.core.pickers import Pickers
 from oc_outpost.core.projects import (
     ProjectError,
@@ -51,12 +52,18 @@ from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn_ends import TurnEnds
+from oc_outpost.core.turn_outputs import BUILD, FORK, UNDO
 from oc_outpost.core.unlinking import Unlinker
 from oc_outpost.core.voice import VoicePrompts
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
 from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
+
+# what these buttons do must not run twice, even when pressed again later
+ONCE = frozenset({SEND_NOW, DROP, COMPACT, COMMAND, BUILD})
+BUILD_AGENT = "build"
+BUILD_PROMPT = "Implement the plan above."
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Controller:
         compactions: Compactions,
         commands: OpenCodeCommands,
         history: History,
+        buttons: ControlButtons,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -120,6 +128,7 @@ class Controller:
         self._compactions = compactions
         self._commands = commands
         self._history = history
+        self._buttons = buttons
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -476,19 +485,45 @@ class Controller:
         await self._controls.set_agent(self._require_binding(topic_id), name)
         return f"🤖 Agent: {name}. Your next messages go to it."
 
-    async def press_control(self, topic_id: int | None, token: str, who: str) -> Menu | Chosen:
+    async def press_control(
+        self, topic_id: int | None, token: str, who: str, press_id: str
+    ) -> Menu | Chosen | None:
+        """A control button: a new menu for the pressed message, a decision replacing it, or
+        None (nothing more to show there: a repeated press, or the answer was posted anew)."""
         if topic_id is None:
             raise BadRequest("This button only works in a project topic.")
-        result = await self._controls.press(topic_id, token, who)
-        if not isinstance(result, Delegated):
-            return result
-        match result.kind:
-            case "compact":
-                return Chosen(await self._context.compact(result.binding))
-            case "redo":
-                return Chosen(await self._history.redo(result.binding))
-            case _:
-                return Chosen(await self._command_pressed(result.binding, result.value, who))
+        async with self._buttons.pressed(topic_id, token, press_id, once=ONCE) as press:
+            return None if press is None else await self._pressed(press, who)
+
+    async def _pressed(self, press: Pressed, who: str) -> Menu | Chosen | None:
+        kind, binding, payload = press.kind, press.binding, press.payload
+        if kind in PICKER_KINDS:
+            return await self._controls.press(press, who)
+        if kind in (SEND_NOW, DROP):
+            return Chosen(await self._held.press(kind, int(payload["held_id"]), who))
+        if kind == COMPACT:
+            return Chosen(await self._context.compact(binding))
+        if kind == COMMAND:
+            return Chosen(await self._command_pressed(binding, str(payload["name"]), who))
+        if kind == REDO:
+            return Chosen(await self._history.redo(binding, str(payload["message_id"])))
+        if kind == UNDO:
+            await self._history.undo(binding, TurnRef.from_payload(payload))
+        elif kind == FORK:
+            await self._history.fork(binding, TurnRef.from_payload(payload))
+        elif kind == BUILD:
+            await self._build_it(binding, who)
+        else:
+            raise NotFound(OUT_OF_DATE)
+        return None
+
+    async def _build_it(self, binding: TopicBinding, who: str) -> None:
+        """A plan's Build it: the build agent implements the plan."""
+        await self._controls.set_agent(binding, BUILD_AGENT)
+        await self._chat.notify(
+            binding.topic_id, f"🔨 {who}: agent {BUILD_AGENT}, asked to “{BUILD_PROMPT}”"
+        )
+        await self.message(binding.topic_id, BUILD_PROMPT)
 
     async def _command_pressed(self, binding: TopicBinding, name: str, who: str) -> str:
         command = await self._commands.find(binding, name)

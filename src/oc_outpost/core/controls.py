@@ -1,9 +1,8 @@
 """The per-topic model, variant and agent: pickers, choices, and what every prompt sends.
 
-A picker is a `Menu` of buttons; each button is a short token in SQLite (store/control_tokens.py)
-naming the topic, the kind of press and its value, so a press after a restart still works. A
-choice is used once: a replayed press changes nothing. Favourites and recently used models come
-from OpenCode's own state file (`model.json` in its state directory), then the configured default.
+A picker is a `Menu` of control buttons (core/control_buttons.py), so a press after a restart
+still works and a replayed press changes nothing. Favourites and recently used models come from
+OpenCode's own state file (`model.json` in its state directory), then the configured default.
 """
 
 from __future__ import annotations
@@ -16,15 +15,14 @@ from pathlib import Path
 
 from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import Button, Menu
-from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
-from oc_outpost.core.held import HeldMessages
+from oc_outpost.core.control_buttons import OUT_OF_DATE, ControlButtons, Pressed
+from oc_outpost.core.errors import NotFound, Unavailable
 from oc_outpost.core.model_offer import ModelOffer, all_models, chosen_model, fetch_offer
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.catalog import Agent, ProviderModel
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +30,7 @@ PAGE_SIZE = 8
 QUICK_MODELS = 6
 LABEL_CHARS = 40
 MODEL, PROVIDER, TOP, AGENT = "model", "provider", "top", "agent"
+PICKER_KINDS = frozenset({MODEL, PROVIDER, TOP, AGENT})
 
 
 @dataclass(frozen=True)
@@ -39,15 +38,6 @@ class Chosen:
     """A press that changed the topic's choice; `text` replaces the picker."""
 
     text: str
-
-
-@dataclass(frozen=True)
-class Delegated:
-    """A press (used once) whose work is another part's: compact, command, redo."""
-
-    kind: str
-    binding: TopicBinding
-    value: str
 
 
 def opencode_state_file(environ: dict[str, str], home: Path) -> Path:
@@ -81,14 +71,12 @@ class Controls:
         self,
         bindings: Bindings,
         prompter: Prompter,
-        tokens: ControlTokenStore,
+        buttons: ControlButtons,
         model_state: Callable[[], list[str]],
-        held: HeldMessages,
     ) -> None:
-        self._held = held
         self._bindings = bindings
         self._prompter = prompter
-        self._tokens = tokens
+        self._buttons = buttons
         self._model_state = model_state
 
     # --- models -------------------------------------------------------------------------------
@@ -111,7 +99,7 @@ class Controls:
             binding.topic_id, list(dict.fromkeys(quick))[:QUICK_MODELS], models
         )
         provider_rows = [
-            (await self._button(binding.topic_id, PROVIDER, f"{p.id}|0", f"📦 {p.name or p.id}"),)
+            (await self._provider_button(binding.topic_id, p.id, 0, f"📦 {p.name or p.id}"),)
             for p in providers.providers
             if p.models
         ]
@@ -128,13 +116,16 @@ class Controls:
         page = min(max(page, 0), pages - 1)
         shown = refs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
         rows = list(await self._model_rows(binding.topic_id, shown, all_models(providers)))
-        navigation = [await self._button(binding.topic_id, TOP, "", "⬅ Back")]
+        topic_id = binding.topic_id
+        navigation = [await self._buttons.button(TOP, topic_id, "⬅ Back")]
         if page > 0:
-            value = f"{provider.id}|{page - 1}"
-            navigation.append(await self._button(binding.topic_id, PROVIDER, value, "◀ Prev"))
+            navigation.append(
+                await self._provider_button(topic_id, provider.id, page - 1, "◀ Prev")
+            )
         if page + 1 < pages:
-            value = f"{provider.id}|{page + 1}"
-            navigation.append(await self._button(binding.topic_id, PROVIDER, value, "Next ▶"))
+            navigation.append(
+                await self._provider_button(topic_id, provider.id, page + 1, "Next ▶")
+            )
         rows.append(tuple(navigation))
         title = f"{provider.name or provider.id}, page {page + 1} of {pages}:"
         return Menu(self._model_header(binding, title), tuple(rows))
@@ -172,7 +163,8 @@ class Controls:
         for agent in agents:
             mark = "✅ " if agent.name == binding.agent else ""
             label = short_label(f"{mark}{agent.name}")
-            rows.append((await self._button(binding.topic_id, AGENT, agent.name, label),))
+            button = await self._buttons.button(AGENT, binding.topic_id, label, name=agent.name)
+            rows.append((button,))
         current = binding.agent or "the server's default"
         return Menu(f"🤖 Agent for this topic: {current}. Choose one:", tuple(rows))
 
@@ -184,40 +176,22 @@ class Controls:
 
     # --- presses ------------------------------------------------------------------------------
 
-    async def press(self, topic_id: int, token: str, who: str) -> Menu | Chosen | Delegated:
-        """A picker button: navigate (a new menu) or choose (once)."""
-        control = await self._tokens.get(token)
-        if control is None or control.topic_id != topic_id:
-            raise NotFound("This button is no longer valid; open the picker again.")
-        binding = self._bindings.by_topic(topic_id)
-        if binding is None or binding.session_id is None:
-            raise NotFound("This topic is not linked any more.")
-        match control.kind:
+    async def press(self, press: Pressed, who: str) -> Menu | Chosen:
+        """A picker button (of `PICKER_KINDS`): navigate (a new menu) or choose."""
+        binding, payload = press.binding, press.payload
+        match press.kind:
             case "top":
                 return await self.model_menu(binding)
             case "provider":
-                provider_id, _, page = control.value.rpartition("|")
-                return await self.provider_menu(binding, provider_id, int(page or 0))
-            case "model" | "agent":
-                if not await self._tokens.use(token, who):
-                    raise BadRequest(f"Already chosen by {control.used_by or 'someone'}.")
-                if control.kind == MODEL:
-                    await self.set_model(binding, control.value)
-                    return Chosen(f"🧠 Model: {control.value} (chosen by {who}).")
-                await self.set_agent(binding, control.value)
-                return Chosen(f"🤖 Agent: {control.value} (chosen by {who}).")
-            case "command" | "compact" | "redo":
-                if control.kind != "command" and control.value != binding.session_id:
-                    raise NotFound("This button is of an older session of this topic.")
-                if control.kind != "command" and not await self._tokens.use(token, who):
-                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
-                return Delegated(control.kind, binding, control.value)
-            case "send_now" | "drop":
-                if not await self._tokens.use(token, who):
-                    raise BadRequest(f"Already pressed by {control.used_by or 'someone'}.")
-                return Chosen(await self._held.press(control.kind, int(control.value), who))
-            case other:
-                raise NotFound(f"This button ({other}) is no longer valid.")
+                return await self.provider_menu(binding, payload["provider"], payload["page"])
+            case "model":
+                await self.set_model(binding, payload["ref"])
+                return Chosen(f"🧠 Model: {payload['ref']} (chosen by {who}).")
+            case "agent":
+                await self.set_agent(binding, payload["name"])
+                return Chosen(f"🤖 Agent: {payload['name']} (chosen by {who}).")
+            case _:
+                raise NotFound(OUT_OF_DATE)
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -235,12 +209,15 @@ class Controls:
             label = short_label(
                 f"{ref} · {name}" if name and name != ref.partition("/")[2] else ref
             )
-            rows.append((await self._button(topic_id, MODEL, ref, label),))
+            rows.append((await self._buttons.button(MODEL, topic_id, label, ref=ref),))
         return tuple(rows)
 
-    async def _button(self, topic_id: int, kind: str, value: str, label: str) -> Button:
-        token = await self._tokens.create(topic_id, kind, value)
-        return Button(label, token.token)
+    async def _provider_button(
+        self, topic_id: int, provider_id: str, page: int, label: str
+    ) -> Button:
+        return await self._buttons.button(
+            PROVIDER, topic_id, label, provider=provider_id, page=page
+        )
 
     async def _providers(self, binding: TopicBinding) -> ModelOffer:
         """The server's providers; `default` starts with the configured default model."""

@@ -21,7 +21,7 @@ from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.files import FileDiff
-from oc_outpost.store.buttons import ButtonStore
+from oc_outpost.store.buttons import ButtonStore, Claim
 
 TURN_DIFF = "diff"
 NOT_GIT = (
@@ -90,8 +90,8 @@ class Diffs:
         row = await self._buttons.get(token)
         if row is None or row.kind != TURN_DIFF or row.topic_id != binding.topic_id:
             raise NotFound("This Diff button is out of date; /diff shows the current changes.")
-        async with self._buttons.pressed(press_id, token) as fresh:
-            if fresh:  # not delivered before, not a double tap
+        async with self._buttons.pressed(press_id, token) as claim:
+            if claim is Claim.FRESH:  # not delivered before, not a double tap
                 await self._send_turn(binding, row.payload)
 
     async def _send_turn(self, binding: TopicBinding, payload: Mapping[str, Any]) -> None:

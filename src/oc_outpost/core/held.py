@@ -12,14 +12,14 @@ from dataclasses import replace
 from typing import Literal
 
 from oc_outpost.core.bindings import Bindings
-from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.chat import ChatPort, Menu
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.errors import NotFound, UserError
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.shell import ShellRunner, is_shell
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn_ends import TurnEnds
 from oc_outpost.model import TopicBinding
-from oc_outpost.store.control_tokens import ControlTokenStore
 from oc_outpost.store.held_messages import HeldMessage, HeldMessageStore
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class HeldMessages:
     def __init__(
         self,
         store: HeldMessageStore,
-        tokens: ControlTokenStore,
+        buttons: ControlButtons,
         bindings: Bindings,
         tracker: TurnTracker,
         prompter: Prompter,
@@ -48,7 +48,7 @@ class HeldMessages:
     ) -> None:
         self._shell = shell
         self._store = store
-        self._tokens = tokens
+        self._buttons = buttons
         self._bindings = bindings
         self._tracker = tracker
         self._prompter = prompter
@@ -79,11 +79,13 @@ class HeldMessages:
         return count
 
     async def _menu(self, held: HeldMessage, title: str) -> Menu:
-        send_now = await self._tokens.create(held.topic_id, SEND_NOW, str(held.id))
-        drop = await self._tokens.create(held.topic_id, DROP, str(held.id))
+        send_now = await self._buttons.button(
+            SEND_NOW, held.topic_id, "▶ Send now", held_id=held.id
+        )
+        drop = await self._buttons.button(DROP, held.topic_id, "🗑 Drop", held_id=held.id)
         return Menu(
             f"{title}: “{excerpt(held.text)}” goes out when the current turn ends.",
-            ((Button("▶ Send now", send_now.token), Button("🗑 Drop", drop.token)),),
+            ((send_now, drop),),
         )
 
     async def press(self, kind: str, held_id: int, who: str) -> str:

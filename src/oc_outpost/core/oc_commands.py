@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from oc_outpost.core.chat import Button, ChatPort, Menu
+from oc_outpost.core.chat import ChatPort, Menu
+from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.controls import short_label
 from oc_outpost.core.errors import NotFound, Unavailable
 from oc_outpost.core.prompting import Prompter
@@ -17,7 +18,6 @@ from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.catalog import Command
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.store.control_tokens import ControlTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,12 @@ class OpenCodeCommands:
         self,
         prompter: Prompter,
         tracker: TurnTracker,
-        tokens: ControlTokenStore,
+        buttons: ControlButtons,
         chat: ChatPort,
     ) -> None:
         self._prompter = prompter
         self._tracker = tracker
-        self._tokens = tokens
+        self._buttons = buttons
         self._chat = chat
         self._running: set[asyncio.Task[None]] = set()
 
@@ -47,8 +47,8 @@ class OpenCodeCommands:
         for command in commands[:MENU_COMMANDS]:
             described = f" · {command.description}" if command.description else ""
             label = short_label(f"/{command.name}{described}")
-            token = await self._tokens.create(binding.topic_id, COMMAND, command.name)
-            rows.append((Button(label, token.token),))
+            button = await self._buttons.button(COMMAND, binding.topic_id, label, name=command.name)
+            rows.append((button,))
         return Menu("⚙️ OpenCode commands of this project (tap one to run it):", tuple(rows))
 
     async def find(self, binding: TopicBinding, name: str) -> Command | None:

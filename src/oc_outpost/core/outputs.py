@@ -46,12 +46,23 @@ class DiffStat:
 
 
 @dataclass(frozen=True)
+class TurnButtons:
+    """The tokens of a final answer's Undo and Fork, and Build it after the plan agent."""
+
+    undo: str
+    fork: str
+    build: str | None = None
+
+
+@dataclass(frozen=True)
 class TurnOutput:
-    """What a finished turn produced: images to show, and its changes behind a Diff button."""
+    """What a finished turn produced: images to show, its changes behind a Diff button, and
+    the buttons that act on the turn."""
 
     images: tuple[OutFile, ...] = ()
     changes: DiffStat | None = None
     diff_token: str | None = None
+    buttons: TurnButtons | None = None
 
 
 NO_OUTPUT = TurnOutput()

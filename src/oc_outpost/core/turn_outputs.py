@@ -1,10 +1,11 @@
-"""What a finished turn produced besides its answer: images to show, changes for a Diff button.
+"""What a finished turn produced besides its answer: images to show, changes for a Diff button,
+and the buttons that act on the turn (Undo, Fork, and Build it after the plan agent).
 
 Images are the photo-type files the agent produced or read in the turn: tool attachments (the
 `read` tool's image, a screenshot tool's capture), file parts, files the write/edit tools wrote
 and files OpenCode's snapshots saw changed (`patch` parts, git repositories only). Each is read
-through OpenCode. Nothing here may fail a final answer: OpenCode failures are logged and the
-turn is shown without what could not be fetched.
+through OpenCode. Nothing here may fail a final answer: OpenCode and store failures are logged
+and the turn is shown without what could not be fetched or stored.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import mimetypes
 import posixpath
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -28,6 +29,7 @@ from oc_outpost.core.outputs import (
     PHOTO_MIMES,
     DiffStat,
     OutFile,
+    TurnButtons,
     TurnOutput,
 )
 from oc_outpost.core.turn import TurnSnapshot
@@ -35,6 +37,7 @@ from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.files import OutputFile, OutputMessage, OutputPatchPart, OutputToolPart
 from oc_outpost.store.buttons import ButtonStore
+from oc_outpost.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ RECENT_MESSAGES = 100  # a turn's messages are the newest ones
 MAX_IMAGES = 10  # one album
 MAX_IMAGE_BYTES = 30 * 1024 * 1024  # all images of a turn together (they wait in memory)
 WRITING_TOOLS = frozenset({"write", "edit", "multiedit"})
+UNDO, FORK, BUILD = "undo", "fork", "build"  # button kinds (core/control_buttons.py)
+PLAN_AGENT = "plan"
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,12 @@ def used_tools(messages: Sequence[OutputMessage]) -> bool:
     return any(isinstance(p, OutputToolPart) for m in messages for p in m.parts)
 
 
+def answering_agent(messages: Sequence[OutputMessage]) -> str | None:
+    """The agent of the turn's last assistant message."""
+    agents = [m.info.agent for m in messages if m.info.role == "assistant"]
+    return agents[-1] if agents else None
+
+
 class TurnOutputs:
     def __init__(self, buttons: ButtonStore, bindings: Bindings) -> None:
         self._buttons = buttons
@@ -141,13 +152,37 @@ class TurnOutputs:
             recent = await client.output_messages(snapshot.session_id, RECENT_MESSAGES)
         except OpenCodeError as exc:
             log.warning("could not read what the turn of %s produced: %s", snapshot.session_id, exc)
-            return NO_OUTPUT
+            recent = []
         messages = turn_messages(recent, snapshot.first_user_message)
+        buttons = await self._turn_buttons(topic_id, snapshot, answering_agent(messages))
         if not used_tools(messages):  # files change and images appear only through tools
-            return NO_OUTPUT
+            return replace(NO_OUTPUT, buttons=buttons)
         images = await self._images(topic_id, client, messages)
         changes = await self._changes(topic_id, client, snapshot.session_id, messages)
-        return TurnOutput(images, *changes)
+        return TurnOutput(images, *changes, buttons=buttons)
+
+    async def _turn_buttons(
+        self, topic_id: int, snapshot: TurnSnapshot, agent: str | None
+    ) -> TurnButtons | None:
+        """Undo and Fork point at the turn's prompts; Build it follows a plan."""
+        first = snapshot.first_user_message
+        if first is None:
+            return None
+        turn = {
+            "session_id": snapshot.session_id,
+            "message_id": first,
+            "last_message_id": snapshot.last_user_message or first,
+        }
+        session = {"session_id": snapshot.session_id}
+        try:
+            undo = await self._buttons.create(UNDO, topic_id, turn)
+            fork = await self._buttons.create(FORK, topic_id, turn)
+            planned = agent == PLAN_AGENT
+            build = await self._buttons.create(BUILD, topic_id, session) if planned else None
+        except StoreError as exc:
+            log.warning("the answer of %s goes without its buttons: %s", snapshot.session_id, exc)
+            return None
+        return TurnButtons(undo, fork, build)
 
     async def _images(
         self, topic_id: int, client: OpenCodeClient, messages: Sequence[OutputMessage]
@@ -208,7 +243,11 @@ class TurnOutputs:
             return None, None
         if not diffs:
             return None, None
-        token = await self._buttons.create(
-            TURN_DIFF, topic_id, {"session_id": session_id, "messages": message_ids}
-        )
+        try:
+            token = await self._buttons.create(
+                TURN_DIFF, topic_id, {"session_id": session_id, "messages": message_ids}
+            )
+        except StoreError as exc:
+            log.warning("the answer of %s is shown without its Diff button: %s", session_id, exc)
+            return None, None
         return diff_stat(diffs), token

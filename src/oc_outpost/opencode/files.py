@@ -108,6 +108,7 @@ OutputPart = Annotated[
 class OutputMessageInfo(WireModel):
     id: str
     role: str
+    agent: str | None = None  # of an assistant message: the agent that answered
 
 
 class OutputMessage(WireModel):

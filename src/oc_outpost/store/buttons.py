@@ -1,18 +1,21 @@
-"""What the file and diff buttons point at (topics database).
+"""What the buttons point at (topics database): the file browser, Diff, and the controls.
 
-A button carries only a short token; the directory view or turn it stands for lives here, so a
-press after a bot restart still works. Presses are remembered by their callback query id and their
-button, so a press Telegram delivers twice (the bot stopped before confirming the update) or a
-quick double tap acts once; the same button pressed again later acts again (the file is sent
-again). Rows older than ``ttl_s`` are pruned when new ones are written.
+A button carries only a short token; what it stands for (its kind, topic and payload) lives
+here, so a press after a bot restart still works. Presses are remembered by their callback query
+id and their button, so a press Telegram delivers twice (the bot stopped before confirming the
+update) or a quick double tap acts once; the same button pressed again later acts again (the
+file is sent again), unless it is claimed ``once`` (its action must not run twice). Rows older
+than ``ttl_s`` are pruned when new ones are written.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Final
 
 from oc_outpost.store.db import Clock, Database, system_clock
@@ -22,6 +25,13 @@ from oc_outpost.store.pending import new_token
 DEFAULT_TTL_S: Final = 30 * 24 * 3600
 REPEAT_WINDOW_S: Final = 10
 _CREATE_ATTEMPTS: Final = 5
+_EVER: Final = -1  # a horizon before every press
+
+
+class Claim(Enum):
+    FRESH = "fresh"  # act on it
+    REPEAT = "repeat"  # delivered before, or a double tap: being done or done, say nothing
+    SPENT = "spent"  # a `once` button pressed again later: done already
 
 
 @dataclass(frozen=True)
@@ -41,17 +51,20 @@ class ButtonStore:
 
     async def create(self, kind: str, topic_id: int, payload: Mapping[str, Any]) -> str:
         """Store ``payload`` under a fresh token and return the token."""
-        await self._prune()
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        for _ in range(_CREATE_ATTEMPTS):
-            token = new_token()
-            changed = await self._db.execute(
-                "INSERT INTO buttons (token, kind, topic_id, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
-                (token, kind, topic_id, body, self._now()),
-            )
-            if changed == 1:
-                return token
+        try:
+            await self._prune()
+            for _ in range(_CREATE_ATTEMPTS):
+                token = new_token()
+                changed = await self._db.execute(
+                    "INSERT INTO buttons (token, kind, topic_id, payload, created_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
+                    (token, kind, topic_id, body, self._now()),
+                )
+                if changed == 1:
+                    return token
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not store a {kind} button: {exc}") from exc
         raise StoreError(f"could not allocate a unique button token in {_CREATE_ATTEMPTS} tries")
 
     async def get(self, token: str) -> ButtonRow | None:
@@ -66,11 +79,13 @@ class ButtonStore:
             raise StoreError(f"button {token!r}: payload is not a JSON object")
         return ButtonRow(row["token"], row["kind"], row["topic_id"], payload, row["created_at"])
 
-    async def claim_press(self, query_id: str, key: str) -> bool:
-        """True for a press to act on. False for a press Telegram delivered before (same
+    async def claim_press(self, query_id: str, key: str, *, once: bool = False) -> Claim:
+        """FRESH for a press to act on. REPEAT for a press Telegram delivered before (same
         callback query id) or the same button (``key``) pressed again within
-        ``REPEAT_WINDOW_S`` (a double tap, or a replay with a new id): that is done already."""
+        ``REPEAT_WINDOW_S`` (a double tap, or a replay with a new id). With ``once``, SPENT for
+        a button pressed before that."""
         now = self._now()
+        repeat = now - REPEAT_WINDOW_S
         changed = await self._db.execute(
             """
             INSERT INTO button_presses (query_id, press_key, created_at)
@@ -79,19 +94,25 @@ class ButtonStore:
             )
             ON CONFLICT (query_id) DO NOTHING
             """,
-            (query_id, key, now, key, now - REPEAT_WINDOW_S),
+            (query_id, key, now, key, _EVER if once else repeat),
         )
-        return changed == 1
+        if changed == 1:
+            return Claim.FRESH
+        recent = await self._db.fetch_one(
+            "SELECT 1 FROM button_presses WHERE query_id = ? OR (press_key = ? AND created_at > ?)",
+            (query_id, key, repeat),
+        )
+        return Claim.REPEAT if recent is not None else Claim.SPENT
 
     @asynccontextmanager
-    async def pressed(self, query_id: str, key: str) -> AsyncIterator[bool]:
+    async def pressed(self, query_id: str, key: str, *, once: bool = False) -> AsyncIterator[Claim]:
         """``claim_press`` for the block's work; a press whose work fails is released, so
         pressing the button again is not ignored."""
-        fresh = await self.claim_press(query_id, key)
+        claim = await self.claim_press(query_id, key, once=once)
         try:
-            yield fresh
+            yield claim
         except BaseException:
-            if fresh:
+            if claim is Claim.FRESH:
                 await self.release_press(query_id)
             raise
 

@@ -117,4 +117,8 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX idx_held_messages_session ON held_messages(session_id, status);
     """,
+    # the control buttons moved to `buttons` (store/buttons.py)
+    """
+    DROP TABLE control_tokens;
+    """,
 )

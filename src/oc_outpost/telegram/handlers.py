@@ -666,13 +666,15 @@ class Handlers:
                 await self._controller.turn_diff(topic, token, press_id)
                 outcome = "diff sent"
             case callbacks.ControlPress(token):
-                outcome = await self._control_press(topic, token, person, pressed_on)
+                outcome = await self._control_press(topic, token, person, pressed_on, press_id)
         log.info("button %s pressed by %s: %s", type(press).__name__, person, outcome)
 
     async def _control_press(
-        self, topic: int | None, token: str, person: str, message_id: int
+        self, topic: int | None, token: str, person: str, message_id: int, press_id: str
     ) -> str:
-        result = await self._controller.press_control(topic, token, person)
+        result = await self._controller.press_control(topic, token, person, press_id)
+        if result is None:
+            return "done"
         if isinstance(result, Chosen):
             assert topic is not None
             await self._chat.show_decision(topic, message_id, result.text)

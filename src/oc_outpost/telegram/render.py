@@ -247,6 +247,8 @@ TOPIC_HELP = (
     "/compact — summarize the session to free its context\n"
     "/undo · /redo — take back the last turn (files too) or bring it back\n"
     "/fork — copy this session into a new topic\n"
+    "Under each answer: ↩️ Undo (that turn and the ones after it) and 🍴 Fork (up to that "
+    "turn); after a plan, ▶ Build it hands the plan to the build agent\n"
     "/commands — OpenCode's commands of this project; /<name> [arguments] runs one\n"
     "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"

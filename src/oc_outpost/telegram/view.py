@@ -41,9 +41,9 @@ from oc_outpost.core.outputs import OutFile
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
-from oc_outpost.telegram.files_view import diff_rows, listing_rows, listing_text
+from oc_outpost.telegram.files_view import listing_rows, listing_text
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split, styled
-from oc_outpost.telegram.keyboards import menu_rows
+from oc_outpost.telegram.keyboards import final_rows, menu_rows
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
     PICKER_TEXT,
@@ -422,17 +422,18 @@ class TelegramChat:
         return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=data)]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
-        # The Diff button goes on the summary line when the progress message shows one.
-        diff = diff_rows(turn.output.changes, turn.output.diff_token)
+        # The turn's buttons (Diff, Undo, …) go on the summary line when the progress message
+        # shows one.
+        rows = final_rows(turn.output)
         shown = self._progress.get(turn.turn_id)
         on_summary = shown is not None and shown.message_id is not None
         parts = final_parts(turn)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
-            markup = InlineKeyboardMarkup(diff) if diff and last and not on_summary else None
+            markup = InlineKeyboardMarkup(rows) if rows and last and not on_summary else None
             await self._send_part(topic_id, part, Priority.FINAL, markup)
         self._metrics.final_delivered()
-        await self._close_progress(turn, diff if on_summary else None)
+        await self._close_progress(turn, rows if on_summary else None)
         await self._uploads.send_images(topic_id, turn.output.images, priority=Priority.FINAL)
 
     async def _close_progress(self, turn: TurnSnapshot, rows: Rows | None) -> None:
