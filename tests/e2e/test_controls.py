@@ -321,6 +321,11 @@ async def test_opencode_commands_from_the_topic(bot: RunningBot, llm: MockLLM) -
         "---\ndescription: Greet someone\n---\nSay hi to $ARGUMENTS\n"
     )
     (commands / "recap.md").write_text("---\ndescription: Recap\n---\nRecap the project briefly\n")
+    skill = bot.projects / "cmds" / ".opencode" / "skill" / "tidy"
+    skill.mkdir(parents=True)
+    (skill / "SKILL.md").write_text(
+        "---\nname: tidy\ndescription: Tidy the code\n---\nSort the imports, then stop.\n"
+    )
     topic = await bot.new_topic("cmds")
     llm.when("Say hi to the team", Text("hi team, from the command"))
     llm.when("Recap the project briefly", Text("the recap is short"))
@@ -329,11 +334,12 @@ async def test_opencode_commands_from_the_topic(bot: RunningBot, llm: MockLLM) -
     await bot.wait_message(topic, "hi team, from the command")
     await ask(bot, "/nosuchcommand", "❌ Unknown command /nosuchcommand", topic)
 
-    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    menu = await ask(bot, "/commands", "OpenCode commands and 🧩 skills", topic)
     assert "/greet · Greet someone" in labels(menu)
+    assert "🧩 /tidy · Tidy the code" in labels(menu)  # a skill of the project
     await bot.fake.click(menu.message_id, label="/greet · Greet someone")
     await bot.wait_message(topic, "✍️ /greet takes arguments")
-    menu = await ask(bot, "/commands", "OpenCode commands of this project", topic)
+    menu = await ask(bot, "/commands", "OpenCode commands and 🧩 skills", topic)
     await bot.fake.click(menu.message_id, label="/recap · Recap")
     await bot.wait_message(topic, "the recap is short")
 

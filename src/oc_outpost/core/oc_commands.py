@@ -46,10 +46,12 @@ class OpenCodeCommands:
         rows = []
         for command in commands[:MENU_COMMANDS]:
             described = f" · {command.description}" if command.description else ""
-            label = short_label(f"/{command.name}{described}")
+            mark = "🧩 " if command.is_skill else ""
+            label = short_label(f"{mark}/{command.name}{described}")
             button = await self._buttons.button(COMMAND, binding.topic_id, label, name=command.name)
             rows.append((button,))
-        return Menu("⚙️ OpenCode commands of this project (tap one to run it):", tuple(rows))
+        title = "⚙️ OpenCode commands and 🧩 skills of this project (tap one to run it):"
+        return Menu(title, tuple(rows))
 
     async def find(self, binding: TopicBinding, name: str) -> Command | None:
         return next((c for c in await self._list(binding) if c.name == name), None)

@@ -62,7 +62,11 @@ class Command(WireModel):
     name: str
     description: str = ""
     template: str = ""
-    source: str = ""
+    source: str = ""  # command, mcp or skill (a skill is offered as a command of its name)
+
+    @property
+    def is_skill(self) -> bool:
+        return self.source == "skill"
 
     @property
     def takes_arguments(self) -> bool:

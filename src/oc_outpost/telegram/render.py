@@ -249,7 +249,7 @@ TOPIC_HELP = (
     "/fork — copy this session into a new topic\n"
     "Under each answer: ↩️ Undo (that turn and the ones after it) and 🍴 Fork (up to that "
     "turn); after a plan, ▶ Build it hands the plan to the build agent\n"
-    "/commands — OpenCode's commands of this project; /<name> [arguments] runs one\n"
+    "/commands — OpenCode's commands and skills of this project; /<name> [arguments] runs one\n"
     "A message sent while OpenCode works waits (⏳ Queued) with Send now and Drop\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
