@@ -100,7 +100,8 @@ async def test_a_project_topic_end_to_end(bot: RunningBot, llm: MockLLM) -> None
     await ask(bot, "/cancel", "Stopping", topic)
     await bot.wait_message(topic, "⏹ Stopped.")
     await bot.fake.wait_for(lambda: bot.fake.message(progress.message_id).text.startswith("⏹"))
-    assert not bot.fake.message(progress.message_id).buttons
+    summary = bot.fake.message(progress.message_id)
+    assert [b["text"] for b in summary.buttons] == ["↩️ Undo", "🍴 Fork"]  # no Stop any more
 
     # the Stop button does the same
     llm.when("slow two", Text("tock " * 200, chunk_size=5, delay_s=0.1))
