@@ -15,7 +15,8 @@ Every turn's prompt carries a unique marker; the mock LLM answers it with a uniq
 approval turn first calls `bash` with `echo ok-<marker>`, then answers), so the fake's call log
 tells how often each answer reached Telegram.
 
-Faults, one at a time per kind, a random 5–12 s apart (the first six are one of each kind):
+Faults, one at a time per kind, a random 5–12 s apart; the first six are one of each kind, then
+they are drawn with weights 3:2:2:2:1:2 in this order:
 server kill -9 (a managed topic's `opencode serve`), bot kill -9 + restart, Bot API outage (every
 call fails with a connection error for 5–20 s), 429 burst (sendMessage, editMessageText and
 answerCallbackQuery refused 2–6 times each with retry_after 1–3 s), stream stall (the external
@@ -40,6 +41,7 @@ Figures (counted at the end, after a settle time, from the fake's call log and t
 * approvals: asked (OpenCode got the tool call), shown (permission messages sent; > 1 for one
   request is a duplicate), ran (the command's output reached the model), lost (asked and not
   told, but never shown, or shown and pressed and the command never ran).
+* bot crashes: the bot exited without being killed (it is started again and the run goes on).
 * error posts: "⚠️ Something went wrong" messages; progress left live: messages that still carry
   a Stop button at the end (no turn runs then).
 """
@@ -104,6 +106,7 @@ KINDS = (
     "stream_stall",
     "approval_restart",
 )
+WEIGHTS = (3, 2, 2, 2, 1, 2)  # how often each kind is picked after the first round
 KIND_NAMES = {
     "server_kill": "server kill -9",
     "bot_kill": "bot kill -9 + restart",
@@ -233,9 +236,9 @@ async def register(bot: ProcessBot, key: str, path: Path, url: str, password: st
 
 
 async def stop_rig(rig: Rig) -> int:
+    stop_outside_server(rig.external)
     code = await rig.bot.terminate() if rig.bot.running_process.running else -1
     await rig.bot.line.stop()
-    stop_outside_server(rig.external)
     await rig.stream_line.stop()
     await rig.fake.stop()
     rig.llm.stop()
@@ -258,6 +261,7 @@ class Faults:
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.approval_restart_armed = False
+        self.crashes: list[int | None] = []  # exit codes of the bot exiting by itself
 
     def counts(self) -> Counter[str]:
         return Counter(event.kind for event in self.events)
@@ -265,17 +269,31 @@ class Faults:
     async def run(self, done: asyncio.Event) -> None:
         order = list(KINDS)
         self._rng.shuffle(order)
+        watcher = asyncio.create_task(self._watch_bot(done))
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), self._rng.uniform(*self._config.fault_gap_s))
             if done.is_set():
                 break
-            kind = order.pop(0) if order else self._rng.choice(KINDS)
+            kind = order.pop(0) if order else self._rng.choices(KINDS, WEIGHTS)[0]
             if kind in self._busy or (kind == "approval_restart" and self.approval_restart_armed):
                 self.skipped[kind] += 1
                 continue
             self._spawn(kind)
         await asyncio.gather(*self._tasks)
+        await watcher
+
+    async def _watch_bot(self, done: asyncio.Event) -> None:
+        """A bot that exits when nobody killed it is a crash: counted, and started again."""
+        while not done.is_set():
+            await asyncio.sleep(0.5)
+            if self._line.locked() or self._rig.bot.running_process.running:
+                continue
+            async with self._line:
+                code = self._rig.bot.running_process.process.returncode
+                log.error("the bot exited by itself (code %s); starting it again", code)
+                self.crashes.append(code)
+                await self._rig.bot.start()
 
     def _spawn(self, kind: str) -> None:
         actions: dict[str, Callable[[], Awaitable[None]]] = {
@@ -506,6 +524,7 @@ class Figures:
     approvals_lost: int = 0
     error_posts: int = 0
     progress_left_live: int = 0
+    bot_crashes: int = 0  # the bot exited by itself (and was started again)
     examples: dict[str, list[int]] = field(default_factory=dict)
 
     def note(self, what: str, turn: Turn) -> None:
@@ -523,6 +542,28 @@ def tally(rig: Rig, turns: list[Turn], events: list[FaultEvent]) -> Figures:
         1 for m in messages if any(b["text"] == "⏹ Stop" for b in m.buttons)
     )
     return figures
+
+
+def diagnosis(rig: Rig, turns: list[Turn], figures: Figures, base: float) -> str:
+    """What the topic showed around every turn that was not delivered exactly once."""
+    wanted = {n for numbers in figures.examples.values() for n in numbers}
+    prompts = asked_prompts(rig.llm)
+    lines = []
+    for turn in (t for t in turns if t.number in wanted):
+        upper = turn.until_id or (1 << 62)
+        shown = [
+            f"    #{m.message_id}: {(m.text or '')[:160]!r}{' [buttons]' if m.buttons else ''}"
+            for m in rig.fake.bot_messages(rig.topic_ids[turn.topic], include_deleted=True)
+            if turn.after_id < m.message_id <= upper
+        ]
+        lines.append(
+            f"{turn.marker} topic {turn.topic} approval={turn.approval} pressed={turn.pressed} "
+            f"accepted={turn.marker in prompts} sent at +{turn.sent_at - base:.1f} s, "
+            f"waited until +{turn.ended_at - base:.1f} s, answer sent "
+            f"{times_sent(rig.fake, turn.answer)}x"
+        )
+        lines.extend(shown or ["    (no bot message in the topic meanwhile)"])
+    return "\n".join(lines)
 
 
 def asked_prompts(llm: MockLLM) -> str:
@@ -618,6 +659,9 @@ def plan(config: ChaosConfig, rng: random.Random) -> list[Turn]:
 async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str], float, int]:
     rng = random.Random(config.seed)
     turns = plan(config, rng)
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)  # clean up
     rig = await start_rig(config, workdir)
     exit_code = -1
     try:
@@ -638,7 +682,15 @@ async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str
         await asyncio.sleep(2.0)  # a late duplicate would show now
         wall = time.monotonic() - started
         figures = tally(rig, turns, faults.events)
+        figures.bot_crashes = len(faults.crashes)
         counts = faults.counts()
+        (workdir / "diagnosis.txt").write_text(diagnosis(rig, turns, figures, started))
+        (workdir / "faults.txt").write_text(
+            "\n".join(
+                f"{e.kind} +{e.started - started:.1f}..+{e.ended - started:.1f} s topic {e.topic}"
+                for e in faults.events
+            )
+        )
     finally:
         exit_code = await stop_rig(rig)
     return figures, counts, wall, exit_code
@@ -659,7 +711,7 @@ def report(config: ChaosConfig, f: Figures, counts: Counter[str], wall: float, c
             f"twice {f.approvals_shown_twice}, ran {f.approvals_ran}, ran twice "
             f"{f.approvals_ran_twice}, lost {f.approvals_lost}",
             f"error posts {f.error_posts}, progress messages left live {f.progress_left_live}, "
-            f"bot exit code at SIGTERM {code}",
+            f"bot crashes {f.bot_crashes}, bot exit code at SIGTERM {code}",
             f"turn numbers: {examples}",
             f"wall time {wall:.0f} s",
         ]
@@ -682,13 +734,8 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, bool]:
     return ChaosConfig(args.turns, args.topics, args.seed, outage_s=outage), args.keep
 
 
-def interrupted(signum: int, frame: object) -> None:
-    os.kill(os.getpid(), signal.SIGINT)  # asyncio.run cancels the run: its clean-up runs
-
-
 def main(argv: list[str] | None = None) -> int:
     config, keep = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupted)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="oc-outpost-chaos-"))
@@ -700,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print(report(config, figures, counts, wall, code))
-    clean = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped == 0
+    failures = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped
+    clean = failures + figures.bot_crashes == 0
     return 0 if clean else 1
 
 
