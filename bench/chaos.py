@@ -177,6 +177,7 @@ class Rig:
     stream_line: PausableProxy
     topic_ids: list[int]
     project_dirs: list[Path]
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # SIGTERM: wind down
 
     @property
     def managed(self) -> list[int]:
@@ -405,6 +406,8 @@ class Writer:
     async def run(self, turns: list[Turn]) -> None:
         previous: Turn | None = None
         for turn in turns:
+            if self._rig.stopping.is_set():
+                break
             if previous is not None:
                 previous.until_id = last_message_id(self._rig.fake)
             await self.turn(turn)
@@ -430,7 +433,7 @@ class Writer:
         deadline = turn.sent_at + TURN_TIMEOUT_S
         if turn.approval:
             await self._approve(turn, deadline)
-        done = await until(lambda: resolved(rig, turn), deadline)
+        done = await until(lambda: resolved(rig, turn), deadline, rig.stopping)
         turn.ended_at = time.monotonic()
         outcome = "answered" if times_sent(rig.fake, turn.answer) else "told" if done else "open"
         log.info(
@@ -445,7 +448,9 @@ class Writer:
     async def _approve(self, turn: Turn, deadline: float) -> None:
         fake = self._rig.fake
         ask = await until(
-            lambda: permission_shown(fake, turn) or resolved(self._rig, turn), deadline
+            lambda: permission_shown(fake, turn) or resolved(self._rig, turn),
+            deadline,
+            self._rig.stopping,
         )
         if not isinstance(ask, StoredMessage):
             return
@@ -462,8 +467,8 @@ class Writer:
             await press()
 
 
-async def until(probe: Callable[[], object], deadline: float) -> object:
-    while time.monotonic() < deadline:
+async def until(probe: Callable[[], object], deadline: float, stopping: asyncio.Event) -> object:
+    while time.monotonic() < deadline and not stopping.is_set():
         if value := probe():
             return value
         await asyncio.sleep(0.1)
@@ -605,7 +610,9 @@ def count_approval(figures: Figures, rig: Rig, turn: Turn, *, accepted: bool, to
     shown = sum(
         1
         for call in rig.fake.calls("sendMessage")
-        if call.ok and turn.command_output in call.params["text"]
+        if call.ok
+        and "permission" in call.params["text"]
+        and turn.command_output in call.params["text"]
     )
     ran = max(
         (
@@ -659,10 +666,8 @@ def plan(config: ChaosConfig, rng: random.Random) -> list[Turn]:
 async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str], float, int]:
     rng = random.Random(config.seed)
     turns = plan(config, rng)
-    main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)  # clean up
     rig = await start_rig(config, workdir)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, rig.stopping.set)
     exit_code = -1
     try:
         started = time.monotonic()
@@ -678,7 +683,8 @@ async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str
         await asyncio.gather(*writers)
         writers_done.set()
         await injector
-        await until(lambda: all(resolved(rig, t) for t in turns), time.monotonic() + SETTLE_S)
+        settled = time.monotonic() + SETTLE_S
+        await until(lambda: all(resolved(rig, t) for t in turns), settled, rig.stopping)
         await asyncio.sleep(2.0)  # a late duplicate would show now
         wall = time.monotonic() - started
         figures = tally(rig, turns, faults.events)

@@ -133,6 +133,7 @@ async def test_a_turn_owed_after_a_restart_is_delivered_once_its_stream_connects
         server = IdleServer("the answer written during the stall")
         await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (it connected)
         await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (and again)
+        await reconciler.settle("ext_1", server, [binding])  # type: ignore[arg-type]  (recovery)
         await tracker.stop()
 
         assert chat.texts == ["the answer written during the stall"]

@@ -92,6 +92,8 @@ class Reconciler:
             await self._show_requests(instance_id, client, bindings)
 
     async def _settle(self, binding: TopicBinding, client: OpenCodeClient, *, busy: bool) -> None:
+        if not busy and self._turns.is_delivering(binding.session_id or ""):
+            return  # settled a moment ago (a stream reconnect and a restart's recovery met)
         if busy:
             self._turns.reconcile(binding, client, busy=True)
             await self._journal.started(binding)
