@@ -96,6 +96,9 @@ TURN_TIMEOUT_S = 150.0
 SETTLE_S = 20.0
 SETUP_WAIT_S = 60.0
 ALLOW = "✅ Allow once"
+# A server killed this long before a prompt still counts as killed during its turn: the bot
+# takes the prompt from Telegram a moment later, and notices the crash a moment after that.
+KILL_BEFORE_S = 5.0
 NOTICE_MARKS = ("did not finish", "not accepted", "has no answer", "not available", "❌", "⌛")
 ERROR_POST = "Something went wrong"
 KINDS = (
@@ -262,6 +265,7 @@ class Faults:
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.approval_restart_armed = False
+        self.failed: Counter[str] = Counter()  # faults whose own action failed
         self.crashes: list[int | None] = []  # exit codes of the bot exiting by itself
 
     def counts(self) -> Counter[str]:
@@ -281,7 +285,7 @@ class Faults:
                 self.skipped[kind] += 1
                 continue
             self._spawn(kind)
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await watcher
 
     async def _watch_bot(self, done: asyncio.Event) -> None:
@@ -315,7 +319,13 @@ class Faults:
 
         task = asyncio.create_task(run(), name=f"fault-{kind}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failed[task.get_name()] += 1
+            log.error("%s failed: %s", task.get_name(), str(task.exception())[:300])
 
     def _record(self, kind: str, started: float, topic: int | None = None) -> None:
         self.events.append(FaultEvent(kind, started, time.monotonic(), topic))
@@ -479,9 +489,14 @@ def last_message_id(fake: FakeTelegram) -> int:
     return fake.chat.next_message_id - 1
 
 
+def is_permission(text: str, turn: Turn) -> bool:
+    """The turn's permission prompt (its progress message names the command too)."""
+    return text.startswith("🔐") and turn.command_output in text
+
+
 def permission_shown(fake: FakeTelegram, turn: Turn) -> StoredMessage | None:
     return next(
-        (m for m in fake.bot_messages(ANY) if turn.command_output in (m.text or "") and m.buttons),
+        (m for m in fake.bot_messages(ANY) if is_permission(m.text or "", turn) and m.buttons),
         None,
     )
 
@@ -512,6 +527,7 @@ def notices(rig: Rig, turn: Turn) -> list[str]:
 @dataclass
 class Figures:
     turns: int = 0
+    unsent: int = 0
     approvals: int = 0
     accepted: int = 0
     once: int = 0
@@ -579,6 +595,9 @@ def asked_prompts(llm: MockLLM) -> str:
 def count_turn(
     figures: Figures, rig: Rig, turn: Turn, prompts: str, events: list[FaultEvent]
 ) -> None:
+    if not turn.sent_at:  # the run was stopped before its turn came
+        figures.unsent += 1
+        return
     sent = times_sent(rig.fake, turn.answer)
     accepted = turn.marker in prompts
     told = bool(notices(rig, turn)) and sent == 0
@@ -610,9 +629,7 @@ def count_approval(figures: Figures, rig: Rig, turn: Turn, *, accepted: bool, to
     shown = sum(
         1
         for call in rig.fake.calls("sendMessage")
-        if call.ok
-        and "permission" in call.params["text"]
-        and turn.command_output in call.params["text"]
+        if call.ok and is_permission(call.params["text"], turn)
     )
     ran = max(
         (
@@ -640,7 +657,9 @@ def count_approval(figures: Figures, rig: Rig, turn: Turn, *, accepted: bool, to
 def killed_during(turn: Turn, events: list[FaultEvent]) -> bool:
     end = turn.ended_at or time.monotonic()
     return any(
-        e.kind == "server_kill" and e.topic == turn.topic and turn.sent_at <= e.started <= end
+        e.kind == "server_kill"
+        and e.topic == turn.topic
+        and turn.sent_at - KILL_BEFORE_S <= e.started <= end
         for e in events
     )
 
@@ -708,7 +727,8 @@ def report(config: ChaosConfig, f: Figures, counts: Counter[str], wall: float, c
     return "\n".join(
         [
             f"chaos soak: seed {config.seed}, {f.turns} turns over {config.topics} topics "
-            f"({config.topics - 1} managed, 1 external), {f.approvals} with an approval",
+            f"({config.topics - 1} managed, 1 external), {f.approvals} with an approval"
+            + (f", {f.unsent} not sent (the run was stopped)" if f.unsent else ""),
             f"faults injected: {faults} (total {sum(counts.values())})",
             f"turns: accepted {f.accepted}, delivered exactly once {f.once}, duplicates "
             f"{f.duplicates}, lost {f.lost}, told {f.told} (cut by a server kill "
