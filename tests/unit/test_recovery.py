@@ -19,7 +19,9 @@ from oc_outpost.core.recovery import (
 )
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn import TurnSnapshot
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
 from oc_outpost.opencode.wire import MessageWithParts
+from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
@@ -138,3 +140,51 @@ async def test_a_turn_owed_after_a_restart_is_delivered_once_its_stream_connects
 
         assert chat.texts == ["the answer written during the stall"]
         assert await TurnJournal(ActiveTurnStore(db)).load() == []
+
+
+class ExternalRegistry:
+    """One external server, registered again by the restarted bot, its stream connected."""
+
+    def __init__(self, info: InstanceInfo) -> None:
+        self.info = info
+
+    def kind(self, instance_id: str | None) -> InstanceKind:
+        return InstanceKind.EXTERNAL
+
+    def client(self, instance_id: str | None) -> object:
+        return object()
+
+    async def connect(self, instance_id: str | None, path: Path, **_: Any) -> RunningInstance:
+        return RunningInstance(self.info, object(), None)  # type: ignore[arg-type]
+
+
+class RecordingReconciler:
+    def __init__(self) -> None:
+        self.reconciled: list[str] = []
+
+    async def reconcile(self, instance_id: str, client: object) -> None:
+        self.reconciled.append(instance_id)
+
+
+async def test_a_restart_catches_up_with_external_servers_too(tmp_path: Path) -> None:
+    """A permission asked (or a turn ended) on an external server while the bot was down is
+    only seen if the restarted bot asks that server, as it does the managed ones."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        await bindings.bind(7, tmp_path, "ses_1", "ext_1")
+        info = InstanceInfo(
+            "ext_1", InstanceKind.EXTERNAL, str(tmp_path), InstanceState.RUNNING, 0, 0
+        )
+        reconciler = RecordingReconciler()
+        journal = TurnJournal(ActiveTurnStore(db))
+        recovery = StartupRecovery(
+            reconciler=reconciler,  # type: ignore[arg-type]
+            registry=ExternalRegistry(info),  # type: ignore[arg-type]
+            bindings=bindings,
+            tracker=TurnTracker(Finals(), bindings, journal),  # type: ignore[arg-type]
+            journal=journal,
+        )
+
+        await recovery.follow_running()
+
+        assert reconciler.reconciled == ["ext_1"]

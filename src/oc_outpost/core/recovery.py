@@ -204,14 +204,15 @@ class StartupRecovery:
                 )
 
     async def follow_running(self) -> None:
-        """Servers found running at start-up (adopted or discovered): follow their bound
-        sessions again and catch up (turns that ran or ended meanwhile, approvals asked)."""
+        """Servers found running at start-up (adopted, discovered, or external ones still
+        registered): follow their bound sessions again and catch up (turns that ran or ended
+        meanwhile, approvals asked while the bot was away)."""
         seen: set[tuple[str, str]] = set()
         for binding in self._bindings.all():
             key = (binding.instance_id or "", binding.project_path)
             kind = self._registry.kind(binding.instance_id)
-            if key in seen or kind == InstanceKind.EXTERNAL:
-                continue  # external servers are followed by their registration
+            if key in seen:
+                continue
             seen.add(key)
             if not self._runs_now(binding, kind):
                 continue  # a stopped server is woken by the next message, not now
@@ -224,6 +225,6 @@ class StartupRecovery:
                 log.warning("following %s again failed: %s", binding.project_path, exc)
 
     def _runs_now(self, binding: TopicBinding, kind: InstanceKind) -> bool:
-        if kind == InstanceKind.DISCOVERED:
+        if kind in (InstanceKind.DISCOVERED, InstanceKind.EXTERNAL):
             return self._registry.client(binding.instance_id) is not None
         return self._registry.manager.is_running(Path(binding.project_path))
