@@ -412,6 +412,7 @@ class Writer:
         self._rig = rig
         self._faults = faults
         self._rng = rng
+        self._unpressed: list[Turn] = []  # approval turns of this topic, pressed or not yet
 
     async def run(self, turns: list[Turn]) -> None:
         previous: Turn | None = None
@@ -443,7 +444,8 @@ class Writer:
         deadline = turn.sent_at + TURN_TIMEOUT_S
         if turn.approval:
             await self._approve(turn, deadline)
-        done = await until(lambda: resolved(rig, turn), deadline, rig.stopping)
+            self._unpressed.append(turn)
+        done = await self._resolution(turn, deadline)
         turn.ended_at = time.monotonic()
         outcome = "answered" if times_sent(rig.fake, turn.answer) else "told" if done else "open"
         log.info(
@@ -454,6 +456,24 @@ class Writer:
             outcome,
             turn.ended_at - turn.sent_at,
         )
+
+    async def _resolution(self, turn: Turn, deadline: float) -> bool:
+        """Wait for the turn's answer or notice; meanwhile press a permission prompt of an
+        earlier turn that shows up late (as a person would; the session waits for it)."""
+        while time.monotonic() < deadline and not self._rig.stopping.is_set():
+            if resolved(self._rig, turn):
+                return True
+            for earlier in [t for t in self._unpressed if not t.pressed]:
+                ask = permission_shown(self._rig.fake, earlier)
+                if ask is not None:
+                    await self._press(ask, earlier)
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _press(self, ask: StoredMessage, turn: Turn) -> None:
+        with contextlib.suppress(LookupError):  # answered or expired meanwhile
+            await self._rig.fake.click(ask.message_id, label=ALLOW, user_id=ALLOWED_USER_ID)
+            turn.pressed = True
 
     async def _approve(self, turn: Turn, deadline: float) -> None:
         fake = self._rig.fake
@@ -467,9 +487,7 @@ class Writer:
         await asyncio.sleep(self._rng.uniform(0.0, 2.0))
 
         async def press() -> None:
-            with contextlib.suppress(LookupError):  # answered or expired meanwhile
-                await fake.click(ask.message_id, label=ALLOW, user_id=ALLOWED_USER_ID)
-                turn.pressed = True
+            await self._press(ask, turn)
 
         if self._faults.approval_restart_armed:
             await self._faults.restart_with_press(press)
