@@ -68,12 +68,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests.rig` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.rig.app_bot import start_outside_server, stop_outside_server
+from tests.rig.app_bot import opencode_servers_in, start_outside_server, stop_outside_server
 from tests.rig.bot_fixtures import free_port
 from tests.rig.fake_telegram import ANY, FakeTelegram, StoredMessage
 from tests.rig.mock_llm import MockLLM, Text, ToolCall
@@ -86,8 +85,6 @@ from tests.rig.telegram_fixtures import (
     TEST_BOT_USERNAME,
     TEST_CHAT_ID,
 )
-
-from oc_outpost.servers.process import is_opencode_server
 
 log = logging.getLogger("chaos")
 
@@ -393,13 +390,8 @@ class Faults:
 
 
 def server_pid(directory: Path) -> int | None:
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if is_opencode_server(process) and Path(process.cwd()) == directory:
-                return process.pid
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return None
+    servers = opencode_servers_in(directory)
+    return servers[0].pid if servers else None
 
 
 # --- the person writing ----------------------------------------------------------------------

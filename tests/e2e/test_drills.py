@@ -25,9 +25,10 @@ from tests.rig.counting import (
     tool_results,
     unchanged,
     user_turns,
+    when_asked_to_run,
 )
 from tests.rig.fake_telegram import ANY
-from tests.rig.mock_llm import MockLLM, Text, ToolCall
+from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.process_bot import ProcessBot
 from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID
 
@@ -87,10 +88,7 @@ async def test_a_429_storm_delays_finals_and_approvals_but_each_arrives_once(
 ) -> None:
     topic = await bot.new_topic("demo")
     done = "Drill answer: the storm is over and the command ran."
-    llm.when(
-        "storm job",
-        ToolCall("bash", {"command": "echo drill-storm", "description": "Storm"}, then=done),
-    )
+    when_asked_to_run(llm, "storm job", "drill-storm", done)
     storm = [
         bot.fake.add_fault(method, 429, retry_after=1, times=4)
         for method in ("sendMessage", "editMessageText", "answerCallbackQuery")
@@ -116,10 +114,7 @@ async def test_replayed_forged_and_intruder_presses_on_an_approval_change_nothin
 ) -> None:
     topic = await bot.new_topic("demo")
     done = "Drill answer: approved once, by the right person."
-    llm.when(
-        "guarded job",
-        ToolCall("bash", {"command": "echo drill-guarded", "description": "Guarded"}, then=done),
-    )
+    when_asked_to_run(llm, "guarded job", "drill-guarded", done)
     await bot.say("guarded job", topic)
     ask = snapshot(await bot.wait_message(topic, "permission: bash"))
     allow = next(b["callback_data"] for b in ask.buttons if b["text"] == "✅ Allow once")
