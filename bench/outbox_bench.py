@@ -76,6 +76,8 @@ class Row:
     edits_per_topic_min: float
     longest_stale_s: float
     calls_per_turn: float
+    icon_calls_per_min: float = 0.0
+    board_calls_per_min: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -102,6 +104,8 @@ def summarise(results: list[RunResult]) -> Row:
         edits_per_topic_min=statistics.median(r.progress_edits_per_topic_min for r in results),
         longest_stale_s=statistics.median(r.longest_stale_s for r in results),
         calls_per_turn=statistics.median(r.calls_per_turn for r in results),
+        icon_calls_per_min=statistics.median(r.icon_calls_per_min for r in results),
+        board_calls_per_min=statistics.median(r.board_calls_per_min for r in results),
     )
 
 
@@ -111,14 +115,21 @@ HEADER = (
 )
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = [HEADER, "|" + "---|" * 11]
+GLANCE_HEADER = " icon calls / min | board calls / min |"
+
+
+def markdown(rows: list[Row], *, glance: bool = False) -> str:
+    columns = 13 if glance else 11
+    lines = [HEADER + (GLANCE_HEADER if glance else ""), "|" + "---|" * columns]
     for r in rows:
-        lines.append(
+        line = (
             f"| {r.topics} | {r.policy} | {r.retry_after_429s:g} | {r.finals} | {_s(r.p50_s)} "
             f"| {_s(r.p95_s)} | {r.min_p95_s:.2f} | {_x(r.ratio)} | {r.edits_per_topic_min:.1f} "
             f"| {r.longest_stale_s:.0f} | {r.calls_per_turn:.1f} |"
         )
+        if glance:
+            line += f" {r.icon_calls_per_min:.1f} | {r.board_calls_per_min:.1f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -137,6 +148,7 @@ class Job:
     policy: str
     stream_s: float
     speedup: float
+    glance: bool = False
 
 
 def run_job(job: Job) -> tuple[RunResult, float]:
@@ -144,7 +156,7 @@ def run_job(job: Job) -> tuple[RunResult, float]:
     # The fake logs a reset connection when a baseline is shut down mid-request; not a result.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     started = time.monotonic()
-    scenario = Scenario(topics=job.topics, stream_s=job.stream_s)
+    scenario = Scenario(topics=job.topics, stream_s=job.stream_s, glance=job.glance)
     result = asyncio.run(run(job.policy, POLICIES[job.policy], scenario, Clock(job.speedup)))
     return result, time.monotonic() - started
 
@@ -155,7 +167,14 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
     Run r streams ``stream_s + r × phase_step_s``: each run goes idle at another point of the
     minute, since progress edits come in waves."""
     return [
-        Job(run_index, topics, policy, args.stream_s + run_index * args.phase_step_s, args.speedup)
+        Job(
+            run_index,
+            topics,
+            policy,
+            args.stream_s + run_index * args.phase_step_s,
+            args.speedup,
+            args.glance,
+        )
         for topics in sorted(args.topics, reverse=True)
         for run_index in range(args.runs)
         for policy in args.policies
@@ -178,7 +197,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
                 f"429s={result.retry_after_429s:<4} "
                 f"finals={result.finals_delivered}/{job.topics} "
                 f"p95={_s(percentile(final_latencies(result), 95)):>6} s "
-                f"({wall_s:.1f} s wall)",
+                + (f"icons done={result.icons_done}/{job.topics} " if job.glance else "")
+                + f"({wall_s:.1f} s wall)",
                 flush=True,
             )
     return [summarise(results[(n, p)]) for n in args.topics for p in args.policies]
@@ -193,6 +213,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel processes")
     parser.add_argument(
         "--phase-step-s", type=float, default=20.0, help="run r streams stream-s + r × this"
+    )
+    parser.add_argument(
+        "--glance",
+        action="store_true",
+        help="topic icons and the board on (TOPIC_STATUS=icons, BOARD=on)",
     )
     parser.add_argument(
         "--policies",
@@ -225,9 +250,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.runs} run(s) per row, medians; time ×{args.speedup:g} (Telegram seconds), "
         f"{args.stream_s:g} s of streaming per turn (+{args.phase_step_s:g} s per run), "
         "all sessions idle at once; "
+        f"{'icons and board on; ' if args.glance else ''}"
         f"{elapsed:.0f} s wall in total"
     )
-    print(markdown(rows))
+    print(markdown(rows, glance=args.glance))
 
 
 if __name__ == "__main__":

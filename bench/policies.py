@@ -55,6 +55,7 @@ class GlobalQueueOutbox(Outbox):
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,
@@ -62,7 +63,12 @@ class GlobalQueueOutbox(Outbox):
     ) -> asyncio.Future[Any]:
         # One class for everything: the queue is served strictly in arrival order.
         return super().enqueue(
-            call, chat_id=chat_id, priority=Priority.FINAL, key=key, fallback=fallback
+            call,
+            method=method,
+            chat_id=chat_id,
+            priority=Priority.FINAL,
+            key=key,
+            fallback=fallback,
         )
 
 
@@ -98,6 +104,7 @@ class FixedIntervalOutbox(Outbox):
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,

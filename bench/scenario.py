@@ -22,9 +22,11 @@ from dataclasses import dataclass, replace
 
 from telegram import Bot
 from telegram.request import HTTPXRequest
-from tests.rig.fake_telegram import Call, FakeTelegram
+from tests.rig.fake_telegram import FORUM_ICONS, Call, FakeTelegram
 
+from bench.glance import Glance
 from oc_outpost.core.chat import GoneTopics
+from oc_outpost.core.topic_states import TopicState
 from oc_outpost.core.turn import ToolLine, TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import MINUTE_S, Clock, Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
@@ -37,6 +39,14 @@ HTTP_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 OutboxFactory = Callable[[Bot, Clock], Outbox]
+DONE_ICON = next(icon_id for emoji, icon_id in FORUM_ICONS if emoji == "✅")
+
+
+class NoProgressLog:
+    """Progress messages need not survive a restart here."""
+
+    async def progress_shown(self, session_id: str, message_id: int) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class Scenario:
     tool_every: int = 8  # every n-th event is a tool call
     answer_chars: int = 3000  # one message: the final fits in 4096 UTF-16 units
     settle_cap_s: float = 300.0  # after idle, stop waiting for finals and clean-up edits
+    glance: bool = False  # topic icons and the board on (TOPIC_STATUS=icons, BOARD=on)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,9 @@ class RunResult:
     longest_stale_s: float  # longest time any topic's progress message went unchanged
     calls_per_turn: float
     round_trip_s: float
+    icon_calls_per_min: float = 0.0  # icon edits and their service-message deletes
+    icons_done: int = 0  # topics whose icon shows "done" at the end
+    board_calls_per_min: float = 0.0  # board posts, edits, pin and its notice's delete
 
 
 def answer_text(topic: int, chars: int) -> str:
@@ -139,14 +153,21 @@ async def run(
         fake.flood()  # Telegram's limits: 1 s per chat, 20 per minute per group, 30 per second
         outbox = make_outbox(bot, clock)
         outbox.start()
-        chat = TelegramChat(outbox, CHAT_ID, GoneTopics(), clock=clock.now)
+        chat = TelegramChat(outbox, CHAT_ID, GoneTopics(), NoProgressLog(), clock=clock.now)
+        glance = Glance(fake, outbox, CHAT_ID, clock) if scenario.glance else None
         started = clock.now()
+        if glance is not None:
+            await glance.start()
         idle_at = started + scenario.stream_s
         turns = [StreamingTurn(t, i + 1, scenario, started) for i, t in enumerate(topics)]
         outcomes = await asyncio.gather(
-            *(drive(chat, turn, clock, idle_at, scenario) for turn in turns)
+            *(drive(chat, turn, clock, idle_at, scenario, glance) for turn in turns)
         )
         await settle(outbox, clock, idle_at + scenario.settle_cap_s)
+        if glance is not None:  # the last icons wait out their settle time, then the Outbox
+            await clock.sleep(glance.settle_s + 1.0)
+            await settle(outbox, clock, idle_at + scenario.settle_cap_s)
+            await glance.stop()
         await outbox.close(2.0)
     finally:
         await bot.shutdown()
@@ -155,9 +176,16 @@ async def run(
 
 
 async def drive(
-    chat: TelegramChat, turn: StreamingTurn, clock: Clock, idle_at: float, scenario: Scenario
+    chat: TelegramChat,
+    turn: StreamingTurn,
+    clock: Clock,
+    idle_at: float,
+    scenario: Scenario,
+    glance: Glance | None,
 ) -> bool:
     """Stream until ``idle_at``, then deliver the final answer; True if it was delivered."""
+    if glance is not None:
+        glance.report(turn.topic, TopicState.RUNNING)
     chat.show_progress(turn.topic, turn.snapshot)
     while (now := clock.now()) < idle_at:
         await clock.sleep(min(scenario.event_interval_s, idle_at - now))
@@ -169,6 +197,8 @@ async def drive(
     except Exception as exc:  # noqa: BLE001 - a lost final is a measured outcome, not a crash
         log.info("final answer of topic %s not delivered: %r", turn.topic, exc)
         return False
+    if glance is not None:  # as the tracker reports it: once the final is delivered
+        glance.report(turn.topic, TopicState.DONE)
     return True
 
 
@@ -196,6 +226,8 @@ def measure(
     progress = _progress_updates(fake, calls, idle_at)
     edits = [max(0, len(progress.get(topic, [])) - 1) for topic in topics]
     minutes = (idle_at - started) / MINUTE_S
+    span_min = (max((c.at for c in calls), default=idle_at) - started) / MINUTE_S
+    icon_calls, board_calls = _glance_calls(fake, calls)
     return RunResult(
         policy=policy,
         topics=len(topics),
@@ -208,7 +240,30 @@ def measure(
         ),
         calls_per_turn=len(calls) / len(topics),
         round_trip_s=round_trip,
+        icon_calls_per_min=icon_calls / span_min,
+        icons_done=sum(fake.topics[t].icon_custom_emoji_id == DONE_ICON for t in topics),
+        board_calls_per_min=board_calls / span_min,
     )
+
+
+def _glance_calls(fake: FakeTelegram, calls: list[Call]) -> tuple[int, int]:
+    """(icon calls, board calls): icon edits and deletes of "topic edited" notices; board
+    sends and edits in General, its pin and the delete of the "pinned" notice."""
+    icons = board = 0
+    for c in calls:
+        if c.method == "editForumTopic" and "icon_custom_emoji_id" in c.params:
+            icons += 1
+        elif c.method == "pinChatMessage":
+            board += 1
+        elif c.method == "deleteMessage":
+            deleted = fake.message(int(c.params["message_id"]))
+            icons += "forum_topic_edited" in (deleted.service or {})
+            board += "pinned_message" in (deleted.service or {})
+        elif c.method in ("sendMessage", "editMessageText") and "Board" in str(
+            c.params.get("text", "")
+        ):
+            board += 1
+    return icons, board
 
 
 def _final_arrival(calls: list[Call], topic: int) -> float | None:

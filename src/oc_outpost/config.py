@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -55,8 +55,16 @@ _RULES: Final[Mapping[str, str]] = {
     "api_port": "an integer between 1 and 65535",
     "api_key": f"a secret of at least {MIN_API_KEY_LENGTH} characters",
     "api_allowed_server_hosts": "a comma-separated list of host names or IP addresses",
+    "log_format": "text or json",
+    "topic_status": "icons or off",
+    "board": "on or off",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    "stt_url": "an http:// or https:// URL",
+    "stt_api_key": "a non-blank secret",
+    "stt_model": "a non-empty model name",
 }
-_SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key"})
+_SECRET_FIELDS: Final = frozenset({"telegram_bot_token", "api_key", "stt_api_key"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS: Final = frozenset({"true", "1"})
 _FALSE_WORDS: Final = frozenset({"false", "0"})
 
@@ -189,6 +197,15 @@ class Settings(BaseSettings):
     api_port: int = Field(default=4200, ge=1, le=MAX_PORT)
     api_key: SecretStr | None = None
     api_allowed_server_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    log_format: Literal["text", "json"] = "text"
+    # Each bound topic's icon follows its state; the board is a pinned overview in General.
+    topic_status: Literal["icons", "off"] = "icons"
+    board: Literal["on", "off"] = "on"
+    log_level: str = "INFO"
+    # Speech to text for voice notes (OpenAI-compatible; unset: voice notes are declined).
+    stt_url: str | None = None
+    stt_api_key: SecretStr | None = None
+    stt_model: str = "whisper-1"
 
     @classmethod
     def settings_customise_sources(
@@ -220,7 +237,7 @@ class Settings(BaseSettings):
     def _host_list(cls, value: object) -> object:
         return _parse_host_list(value)
 
-    @field_validator("telegram_bot_token", "api_key", mode="before")
+    @field_validator("telegram_bot_token", "api_key", "stt_api_key", mode="before")
     @classmethod
     def _non_blank_secret(cls, value: object) -> object:
         if isinstance(value, str):
@@ -236,6 +253,24 @@ class Settings(BaseSettings):
             raise ValueError("too short")
         return value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError("not a log level")
+        return level
+
+    @field_validator("stt_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else cls._http_url(value)
+
     @field_validator("telegram_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -245,7 +280,7 @@ class Settings(BaseSettings):
             raise ValueError("not an http(s) URL")
         return url
 
-    @field_validator("opencode_path", "api_host")
+    @field_validator("opencode_path", "api_host", "stt_model")
     @classmethod
     def _non_blank(cls, value: str) -> str:
         if not value.strip():

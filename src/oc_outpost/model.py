@@ -73,3 +73,11 @@ class SessionSummary:
     title: str
     directory: str
     updated_at: int
+
+
+@dataclass(frozen=True)
+class ReceivedUpdate:
+    """A Telegram update as the Bot API delivered it, kept until it was handled."""
+
+    update_id: int
+    data: str  # JSON

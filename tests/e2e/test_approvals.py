@@ -13,13 +13,15 @@ from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID
 
 pytestmark = pytest.mark.timeout(120)
 
+ANSWERING = "Sending your answer…"  # a press is answered before its work is done
+
 
 async def press_data(fake: FakeTelegram, message_id: int, data: str, user_id: int) -> str:
     """Deliver a callback query with arbitrary data for a message, as a replayed or forged
     update would arrive (the fake's click() only presses buttons that are still shown)."""
     query_id = f"forged-{message_id}-{len(fake.callback_answers)}-{data}"
     fake._callback_queries[query_id] = CallbackQueryState(
-        query_id, (fake.chat.id, message_id), data, user_id, 0.0
+        query_id, (fake.chat.id, message_id), data, user_id, fake._clock()
     )
     message = fake._message_json(fake.message(message_id))
     await fake._push_update(
@@ -57,7 +59,7 @@ async def test_questions_and_permissions_by_button_checked_and_restart_safe(
     assert ask.text.startswith("❓ Color")
     assert [b["text"] for b in ask.buttons] == ["Red", "Blue"]
     query = await bot.fake.click(ask.message_id, label="Blue")
-    assert await callback_answer(bot.fake, query) == "Blue"
+    assert await callback_answer(bot.fake, query) == ANSWERING  # at once; the message tells
     await bot.wait_message(topic, "Tool finished; question done.")
     decided = bot.fake.message(ask.message_id)
     assert decided.text.endswith("✅ Alice answered: Blue")
@@ -75,7 +77,8 @@ async def test_questions_and_permissions_by_button_checked_and_restart_safe(
     # a forged token: refused, nothing changes
     token = allow.split(":")[1]
     forged = await press_data(bot.fake, ask.message_id, f"p:{token[::-1]}:o", ALLOWED_USER_ID)
-    assert await callback_answer(bot.fake, forged) == "This request is not known."
+    assert await callback_answer(bot.fake, forged) == ANSWERING
+    await asyncio.sleep(0.5)
     assert bot.fake.message(ask.message_id).edit_count == 0
     assert len(bot.fake.message(ask.message_id).buttons) == 3
 
@@ -85,10 +88,8 @@ async def test_questions_and_permissions_by_button_checked_and_restart_safe(
         bot.fake.click(ask.message_id, label="✅ Allow once"),
         press_data(bot.fake, ask.message_id, allow, ALLOWED_USER_ID),  # a replayed press
     )
-    answers = sorted(
-        [await callback_answer(bot.fake, first), await callback_answer(bot.fake, second)]
-    )
-    assert answers == ["Allowed once", "Already answered."]
+    answers = [await callback_answer(bot.fake, first), await callback_answer(bot.fake, second)]
+    assert answers == [ANSWERING, ANSWERING]
     await bot.wait_message(topic, "Tool finished; bash done.")
     decided = bot.fake.message(ask.message_id)
     assert "permission: bash" in decided.text and BASH_COMMAND in decided.text
@@ -96,5 +97,6 @@ async def test_questions_and_permissions_by_button_checked_and_restart_safe(
     assert not decided.buttons
     # replayed again later: still nothing
     late = await press_data(bot.fake, ask.message_id, allow, ALLOWED_USER_ID)
-    assert await callback_answer(bot.fake, late) == "Already answered."
+    assert await callback_answer(bot.fake, late) == ANSWERING
+    await asyncio.sleep(0.5)
     assert bot.fake.message(ask.message_id).edit_count == decided.edit_count

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oc_outpost.cli.check import SUPPORTED_OPENCODE, run_checks
+from oc_outpost.cli.check import SUPPORTED_OPENCODE, Level, run_checks
 from oc_outpost.config import load_settings
 from tests.rig.fake_telegram import FakeTelegram
 from tests.rig.telegram_fixtures import TEST_BOT_TOKEN, TEST_CHAT_ID
@@ -60,10 +60,16 @@ async def test_check_reports_a_chat_that_is_not_a_forum_and_a_bot_that_is_not_ad
     ), out
     assert any(
         line.startswith("❌ the bot is not an administrator of the chat (it is “member”) — fix: ")
-        and "“Manage topics” right" in line
+        and "the rights “Manage topics”, “Delete messages” and “Pin messages”" in line
         for line in lines
     ), out
-    assert "2 problems to fix." in lines
+    assert any(
+        line.startswith("❌ privacy mode is on: the bot sees only commands")
+        and "/setprivacy" in line
+        for line in lines
+    ), out
+    assert any(line.startswith("⚠️ TELEGRAM_ALLOWED_USERS is empty") for line in lines), out
+    assert "3 problems to fix." in lines
     assert TEST_BOT_TOKEN not in out
     assert "Traceback" not in out
 
@@ -76,11 +82,42 @@ async def test_check_passes_on_a_ready_setup_and_names_a_missing_right(
     assert all(f.ok for f in findings), [f.line() for f in findings]
     assert "✅ The bot is an administrator that may manage topics" in [f.line() for f in findings]
 
+    warnings = [f.text for f in findings if f.level == Level.WARNING]
+    assert warnings == [
+        "TELEGRAM_ALLOWED_USERS is empty: everybody in the chat can drive the bot",
+        "privacy mode is on: the bot sees plain messages only while it is an administrator",
+    ]
+
     fake_telegram.can_manage_topics = False
+    fake_telegram.can_delete_messages = False
+    fake_telegram.can_pin_messages = False
+    fake_telegram.privacy_mode = False
     findings = await run_checks(settings)
-    [bad] = [f for f in findings if not f.ok]
-    assert bad.text == "the bot is an administrator but may not manage topics"
-    assert "“Manage topics” right" in bad.fix
+    [topics, delete] = [f for f in findings if not f.ok]
+    assert topics.text == "the bot is an administrator but may not manage topics"
+    assert "“Manage topics” right" in topics.fix
+    assert delete.text.startswith("the bot may not delete messages")
+    assert "turn on “Delete messages”" in delete.fix
+    [pin] = [f for f in findings if f.level == Level.WARNING and "pin" in f.text]
+    assert "turn on “Pin messages”" in pin.fix
+    assert "✅ Privacy mode is off: the bot sees every message in the group" in [
+        f.line() for f in findings
+    ]
+
+
+async def test_check_warns_about_an_opencode_outside_the_tested_range(
+    fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    old = tmp_path / "opencode"
+    old.write_text("#!/bin/sh\necho 1.0.220\n")  # what an old release prints
+    old.chmod(0o755)
+    env = check_env(fake_telegram, old, tmp_path)
+    code, out = await run_check_command(env, tmp_path)
+    assert code == 0, out  # a warning, never a refusal
+    assert (
+        "⚠️ OpenCode 1.0.220 is older than the tested range 1.1.65 – 1.18.33 — fix: for the "
+        "version CI runs, install it with `npm install -g opencode-ai@1.18.33`"
+    ) in out.splitlines()
 
 
 async def test_check_names_a_bad_token_a_missing_binary_and_a_bad_config(

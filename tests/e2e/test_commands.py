@@ -179,13 +179,22 @@ async def test_hand_made_topics_get_a_picker_and_link_only_inside_the_base(
     await ask(bot, "hi other", "You said: hi other", other)
     assert not any(outside.iterdir())
 
-    # /clear unlinks topics whose directory is gone (and deletes nothing itself)
+    # /clear unlinks topics deleted in the app (Telegram sends no update for that) ...
+    deleted = await bot.fake.create_topic_by_user("deleted")
+    await bot.wait_message(deleted, "Which project is it for?")
+    await ask(bot, "/link demo", "✅ Linked to demo.", deleted)
+    await bot.fake.delete_topic_by_user(deleted)
+    report = await ask(bot, "/clear", "Unlinked 1 topic(s); no file was touched")
+    assert "its topic was deleted" in report.text
+    # ... and topics whose directory is gone (and deletes nothing itself)
     await ask(bot, "/clear", "Nothing to clear: all 3 linked topic(s) are fine.")
     shutil.rmtree(bot.projects / "demo")
     report = await ask(bot, "/clear", "Unlinked 3 topic(s); no file was touched")
     assert report.text.count("no longer exists") == 3
     await bot.wait_message(scratch, "Unlinked by /clear")
-    await bot.fake.wait_for(lambda: all(t.closed for t in bot.fake.topics.values()))
+    await bot.fake.wait_for(
+        lambda: all(t.closed for t in bot.fake.topics.values() if not t.deleted)
+    )
     assert (bot.projects / "alpha").is_dir() and (bot.projects / "notes.txt").is_file()
 
 

@@ -40,6 +40,11 @@ def api_key(bot: RunningBot) -> str:
     return api_key_file(bot.settings.orchestrator_db_path).read_text().strip()
 
 
+def is_ours(instance: dict[str, object]) -> bool:
+    """Managed or registered, not an OpenCode server merely found running on the machine."""
+    return instance["kind"] != "discovered"
+
+
 def api(bot: RunningBot) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{bot.settings.api_port}",
@@ -70,7 +75,8 @@ async def test_register_prompt_duplicate_unregister(
         assert again.status_code == 200
         assert again.json()["topic_id"] == topic and again.json()["created"] is False
 
-        listed = (await client.get("/api/instances")).json()
+        # (servers found running on this machine are listed too: other test runs, a TUI)
+        listed = [i for i in (await client.get("/api/instances")).json() if is_ours(i)]
         assert [i["kind"] for i in listed] == ["external"]
         assert "password" not in listed[0]
         status = (await client.get("/api/status/desk")).json()
@@ -131,7 +137,7 @@ async def test_a_session_bound_to_another_server_cannot_be_moved_by_registering_
         moved = await client.post("/api/register", json=body | {"session_id": session_id})
         assert moved.status_code == 409, moved.text
         assert "already linked" in moved.json()["error"]
-        listed = (await client.get("/api/instances")).json()
+        listed = [i for i in (await client.get("/api/instances")).json() if is_ours(i)]
         status = (await client.get("/api/status/demo")).json()
 
     assert [i["kind"] for i in listed] == ["managed"]  # no external row was left behind
@@ -146,7 +152,7 @@ async def test_a_failed_registration_leaves_no_row_client_or_stream(
     body = {"project_path": "desk", "port": desk_server.port, "password": desk_server.password}
     async with api(bot) as client:
         missing = await client.post("/api/register", json=body | {"session_id": "ses_nothere"})
-        listed = (await client.get("/api/instances")).json()
+        listed = [i for i in (await client.get("/api/instances")).json() if is_ours(i)]
 
     assert missing.status_code == 404, missing.text
     assert listed == []

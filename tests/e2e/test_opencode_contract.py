@@ -21,7 +21,7 @@ from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeAuthError, OpenCodeNotFound
 from oc_outpost.opencode.stream import EventStream, iter_events
-from oc_outpost.opencode.wire import AssistantMessage, TextInput, TextPartWire, ToolPartWire
+from oc_outpost.opencode.wire import TextInput
 from oc_outpost.servers.managed import ManagedServer
 from oc_outpost.servers.pool import find_free_port
 from tests.rig.mock_llm import BASH_COMMAND, QUESTION_TEXT, MockLLM, Text
@@ -201,26 +201,26 @@ async def test_prompt_streams_the_answer_and_ends_idle(
     await event_log.wait_for(is_idle(session_id), since=since)
 
     events = event_log.of_session(session_id, since)
-    updates = [e for e in events if isinstance(e, ev.MessageUpdated)]
+    updates = [e.info for e in events if isinstance(e, ev.MessageUpdated)]
     assert any(u.role == "user" for u in updates)
     finished = [u for u in updates if u.role == "assistant" and u.completed]
     assert finished and finished[-1].finish == "stop"
     answer = "Hello from mock! You said: hello"
-    assert final_text(events, finished[-1].message_id) == answer
+    assert final_text(events, finished[-1].id) == answer
     deltas = [e for e in events if isinstance(e, ev.PartDelta)]
     assert deltas and all(d.field == "text" for d in deltas)
     assert "".join(d.delta for d in deltas) == answer
     statuses = [e for e in events if isinstance(e, ev.SessionStatusChanged)]
-    assert any(s.status == "busy" for s in statuses)
+    assert any(s.status.type == "busy" for s in statuses)
 
     assert session_id not in await client.session_status()
 
     messages = await client.messages(session_id)
     assert [m.info.role for m in messages] == ["user", "assistant"]
     assistant = messages[-1].info
-    assert isinstance(assistant, AssistantMessage) and assistant.completed
+    assert assistant.role == "assistant" and assistant.completed
     assert assistant.finish == "stop" and assistant.error is None
-    texts = [p.text for p in messages[-1].parts if isinstance(p, TextPartWire)]
+    texts = [p.text for p in messages[-1].parts if isinstance(p, ev.TextPart)]
     assert texts == [answer]
     assert len(await client.messages(session_id, limit=1)) == 1
 
@@ -232,12 +232,12 @@ async def test_bash_permission_once_runs_the_tool_and_continues(
     asked = await event_log.wait_for_type(
         ev.PermissionAsked, since=since, where=lambda e: e.session_id == session_id
     )
-    assert asked.permission == "bash"
-    assert asked.patterns == (BASH_COMMAND,)
-    assert asked.metadata["command"] == BASH_COMMAND
-    assert asked.call_id is not None
+    assert asked.request.permission == "bash"
+    assert asked.request.patterns == (BASH_COMMAND,)
+    assert asked.request.metadata["command"] == BASH_COMMAND
+    assert asked.request.call_id is not None
     pending = await client.list_permissions()
-    assert asked.request_id in [p.id for p in pending]
+    assert asked.request in pending  # the listed request is the one the event carried
 
     await client.reply_permission(asked.request_id, "once")
     replied = await event_log.wait_for_type(
@@ -251,14 +251,14 @@ async def test_bash_permission_once_runs_the_tool_and_continues(
         e.part for e in events if isinstance(e, ev.PartUpdated) and isinstance(e.part, ev.ToolPart)
     ]
     done = [t for t in tools if t.status == "completed"]
-    assert done and done[-1].tool == "bash" and done[-1].call_id == asked.call_id
+    assert done and done[-1].tool == "bash" and done[-1].call_id == asked.request.call_id
     assert done[-1].output == "hello-from-bash\n"
     assert final_text(events) == "Tool finished; bash done."
     assert asked.request_id not in [p.id for p in await client.list_permissions()]
 
     messages = await client.messages(session_id)
-    tool_parts = [p for m in messages for p in m.parts if isinstance(p, ToolPartWire)]
-    assert tool_parts[0].state.status == "completed"
+    tool_parts = [p for m in messages for p in m.parts if isinstance(p, ev.ToolPart)]
+    assert tool_parts[0].status == "completed"
 
 
 async def test_question_reply_completes_the_tool(
@@ -268,11 +268,11 @@ async def test_question_reply_completes_the_tool(
     asked = await event_log.wait_for_type(
         ev.QuestionAsked, since=since, where=lambda e: e.session_id == session_id
     )
-    (question,) = asked.questions
+    (question,) = asked.request.questions
     assert question.question == QUESTION_TEXT
     assert [option.label for option in question.options] == ["Red", "Blue"]
     assert question.multiple is False
-    assert asked.request_id in [q.id for q in await client.list_questions()]
+    assert asked.request in await client.list_questions()
 
     await client.reply_question(asked.request_id, [["Blue"]])
     replied = await event_log.wait_for_type(
@@ -309,9 +309,10 @@ async def test_abort_mid_stream(
     aborted = await event_log.wait_for_type(
         ev.MessageUpdated,
         since=since,
-        where=lambda e: e.session_id == session_id and e.error_name is not None,
+        where=lambda e: e.session_id == session_id and e.info.error is not None,
     )
-    assert aborted.completed and aborted.error_name == "MessageAbortedError"
+    assert aborted.info.completed and aborted.info.error is not None
+    assert aborted.info.error.name == "MessageAbortedError"
     assert session_id not in await client.session_status()
 
 

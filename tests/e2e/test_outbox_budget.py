@@ -30,6 +30,13 @@ EVENT_EVERY_S = 0.5  # Telegram seconds between two OpenCode events of a turn
 pytestmark = pytest.mark.timeout(60)
 
 
+class NoProgressLog:
+    """Progress messages need not survive a restart here."""
+
+    async def progress_shown(self, session_id: str, message_id: int) -> None:
+        return None
+
+
 @dataclass
 class Rig:
     fake: FakeTelegram
@@ -55,7 +62,7 @@ async def rig() -> AsyncIterator[Rig]:
     outbox = Outbox(bot, Limits(), clock=clock)
     outbox.start()
     try:
-        chat = TelegramChat(outbox, TEST_CHAT_ID, GoneTopics(), clock=clock.now)
+        chat = TelegramChat(outbox, TEST_CHAT_ID, GoneTopics(), NoProgressLog(), clock=clock.now)
         yield Rig(fake, clock, outbox, chat)
     finally:
         await outbox.close(2.0)

@@ -84,7 +84,9 @@ async def test_errors_retries_and_sub_agents_are_shown_plainly(
     await bot.wait_message(topic, lambda m: "one one" in (m.text or ""))
     await bot.say("second of two", topic)
     await bot.wait_message(topic, "⏳ Queued: it will run after the current turn.")
-    final = await bot.wait_message(topic, "You said: second of two")
+    final = await bot.wait_message(  # the final answer, not the progress message's tail
+        topic, lambda m: "You said: second of two" in (m.text or "") and not m.buttons
+    )
     assert final.text.startswith("one one")  # one final answer covers both prompts
 
     llm.when("break please", HttpError(400, "the model refused the request"))
@@ -113,3 +115,33 @@ async def test_errors_retries_and_sub_agents_are_shown_plainly(
     summary = bot.fake.message(progress.message_id).text
     await bot.fake.wait_for(lambda: bot.fake.message(progress.message_id).text.startswith("✅"))
     assert summary
+
+
+async def test_an_answer_with_a_localhost_link_and_many_entities_is_delivered_whole(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    # The fake refuses a text_link to a host without a dot, applies only 100 entities of a
+    # message and makes link previews, as the real Bot API server does.
+    names = ", ".join(f"`mod_{i}.py`" for i in range(150))
+    answer = (
+        f"Started the app: [open it](http://localhost:3000). Docs: https://example.org/docs\n\n"
+        f"Touched {names}.\n\nLAST-LINE"
+    )
+    llm.when("LOCALLINK", Text(answer, chunk_size=200))
+    topic = await bot.new_topic("demo")
+    await bot.say("show LOCALLINK", topic)
+    last = await bot.wait_message(  # the final's last part, not the progress message's tail
+        topic, lambda m: (m.text or "").endswith("LAST-LINE") and not m.buttons
+    )
+    finals = [
+        m
+        for m in bot.fake.bot_messages(topic)
+        if m.message_id <= last.message_id and not m.buttons and "mod_" in (m.text or "")
+    ]
+    text = "".join(m.text or "" for m in finals)
+    assert "open it (http://localhost:3000)" in text
+    assert sum(1 for m in finals for e in m.entities if e["type"] == "code") == 150
+    assert all(len(m.entities) <= 100 for m in finals)
+    assert all(m.link_preview is None for m in bot.fake.bot_messages(topic))
+    refused = [c for c in bot.fake.calls("sendMessage") if not c.ok]
+    assert refused == []

@@ -21,14 +21,14 @@ import psutil
 
 from oc_outpost.app import OutpostApp, RunOptions
 from oc_outpost.servers.process import is_opencode_server
-from tests.rig.bot_fixtures import RunningBot
+from tests.rig.bot_fixtures import RunningBot, quick_options
 
 READY_TIMEOUT_S = 30.0
 
 
 @dataclass
 class AppBot(RunningBot):
-    options: RunOptions = field(default_factory=lambda: RunOptions(poll_timeout_s=1))
+    options: RunOptions = field(default_factory=quick_options)
     app: OutpostApp | None = None
 
     @property

@@ -24,6 +24,12 @@ from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_CHAT_ID
 START_TIMEOUT_S = 15
 STOP_TIMEOUT_S = 30
 WAIT_S = 30.0
+COALESCE_S = 0.3  # the fake delivers an album's messages at once; no need to wait 1 s a prompt
+
+
+def quick_options(**overrides: Any) -> RunOptions:
+    """RunOptions for a bot in a test: a short long poll and prompt window."""
+    return RunOptions(**({"poll_timeout_s": 1, "coalesce_window_s": COALESCE_S} | overrides))
 
 
 def free_port() -> int:
@@ -32,17 +38,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bot_settings(
+def bot_env(
     fake: FakeTelegram, opencode_bin: Path, tmp_path: Path, **overrides: str
-) -> Settings:
-    return load_settings(bot_env(fake, opencode_bin, tmp_path) | overrides, env_file=None)
-
-
-def bot_env(fake: FakeTelegram, opencode_bin: Path, tmp_path: Path) -> dict[str, str]:
-    """The bot's configuration variables for a test (databases and projects under tmp_path)."""
+) -> dict[str, str]:
+    """The bot's configuration variables for a test (also for a bot run as its own process)."""
     projects = tmp_path / "projects"
-    projects.mkdir(exist_ok=True)
-    return {
+    projects.mkdir(parents=True, exist_ok=True)
+    env = {
         "TELEGRAM_BOT_TOKEN": fake.bot_token,
         "TELEGRAM_CHAT_ID": str(TEST_CHAT_ID),
         "TELEGRAM_ALLOWED_USERS": str(ALLOWED_USER_ID),
@@ -60,7 +62,18 @@ def bot_env(fake: FakeTelegram, opencode_bin: Path, tmp_path: Path) -> dict[str,
         "TELEGRAM_RATE_GLOBAL_PER_SECOND": "100",
         "ORCHESTRATOR_DB_PATH": str(tmp_path / "data/orchestrator.db"),
         "TOPIC_DB_PATH": str(tmp_path / "data/topics.db"),
+        # The glance views add calls and messages most tests do not look at; their tests turn
+        # them on.
+        "TOPIC_STATUS": "off",
+        "BOARD": "off",
     }
+    return env | overrides
+
+
+def bot_settings(
+    fake: FakeTelegram, opencode_bin: Path, tmp_path: Path, **overrides: str
+) -> Settings:
+    return load_settings(bot_env(fake, opencode_bin, tmp_path, **overrides), env_file=None)
 
 
 def texts(messages: list[StoredMessage]) -> list[str]:
@@ -71,7 +84,7 @@ def texts(messages: list[StoredMessage]) -> list[str]:
 class RunningBot:
     fake: FakeTelegram
     settings: Settings
-    options: RunOptions = field(default_factory=lambda: RunOptions(poll_timeout_s=1))
+    options: RunOptions = field(default_factory=quick_options)
     task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -163,7 +176,7 @@ async def bot(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[RunningBot]:
     marker = request.node.get_closest_marker("bot_options")
-    options = RunOptions(poll_timeout_s=1, **(marker.kwargs if marker else {}))
+    options = quick_options(**(marker.kwargs if marker else {}))
     settings = bot_settings(fake_telegram, opencode_bin, tmp_path)
     running = RunningBot(fake_telegram, settings, options)
     await running.start()

@@ -78,6 +78,7 @@ class ToolCall:
     arguments: Mapping[str, Any] = field(default_factory=dict)
     then: str | Text | None = None
     chunk_size: int = 16
+    delay_s: float = 0.0  # before the call starts (the turn runs this long first)
 
     def follow_up(self) -> Text:
         if isinstance(self.then, Text):
@@ -395,7 +396,7 @@ class MockLLM:
                 "type": "function",
                 "function": {"name": reply.name, "arguments": ""},
             }
-            await stream.send({"tool_calls": [call]})
+            await stream.send({"tool_calls": [call]}, delay_s=reply.delay_s)
             for piece in chunk_text(arguments, reply.chunk_size):
                 await stream.send({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             await stream.send({}, finish_reason="tool_calls")

@@ -4,6 +4,10 @@
 `opencode-ai@<pinned>` into a per-user cache directory once, guarded by a file lock so that
 parallel test runs do not race, and verifies `--version`.
 
+`OC_OUTPOST_TEST_OPENCODE=<path>` runs the tests against that binary, whatever its version (the
+compatibility run, `bench/compat.py`); `OC_OUTPOST_OPENCODE_BIN=<path>` names an existing binary
+of the pinned version. `install_opencode()` installs any version into a cache directory.
+
 `hermetic_env()` returns the environment *overrides* for one test run (reference §13). Callers
 merge them over `os.environ` and must also drop the inherited variables named by
 `INHERITED_VARS_TO_DROP` (see `merged_env()`), so a developer's own OpenCode password or config
@@ -26,6 +30,7 @@ from typing import Any
 OPENCODE_VERSION = "1.18.33"
 OPENCODE_PACKAGE = f"opencode-ai@{OPENCODE_VERSION}"
 BIN_ENV_VAR = "OC_OUTPOST_OPENCODE_BIN"
+ANY_VERSION_ENV_VAR = "OC_OUTPOST_TEST_OPENCODE"
 CACHE_ENV_VAR = "OC_OUTPOST_TEST_CACHE"
 INSTALL_TIMEOUT_S = 300.0
 VERSION_TIMEOUT_S = 30.0
@@ -51,30 +56,47 @@ class OpenCodeUnavailable(RuntimeError):
     """The pinned OpenCode binary could not be found, installed or verified."""
 
 
-def default_cache_dir() -> Path:
+def cache_base() -> Path:
     override = os.environ.get(CACHE_ENV_VAR)
-    base = Path(override) if override else Path.home() / ".cache" / "oc-outpost-tests"
-    return base / f"opencode-{OPENCODE_VERSION}"
+    return Path(override) if override else Path.home() / ".cache" / "oc-outpost-tests"
+
+
+def default_cache_dir(version: str = OPENCODE_VERSION) -> Path:
+    return cache_base() / f"opencode-{version}"
 
 
 def ensure_opencode(cache_dir: Path | None = None) -> Path:
-    """Return the path of a verified OpenCode binary of the pinned version."""
+    """Return the path of a verified OpenCode binary: the pinned version, unless
+    ``$OC_OUTPOST_TEST_OPENCODE`` names another one on purpose."""
+    any_version = os.environ.get(ANY_VERSION_ENV_VAR)
+    if any_version:
+        binary = Path(any_version)
+        if reported_version(binary) is None:
+            raise OpenCodeUnavailable(
+                f"${ANY_VERSION_ENV_VAR} points at {binary}, which does not answer `--version`"
+            )
+        return binary
     explicit = os.environ.get(BIN_ENV_VAR)
     if explicit:
         binary = Path(explicit)
         _verify_version(binary, source=f"${BIN_ENV_VAR}")
         return binary
-    cache = cache_dir if cache_dir is not None else default_cache_dir()
+    return install_opencode(OPENCODE_VERSION, cache_dir)
+
+
+def install_opencode(version: str, cache_dir: Path | None = None) -> Path:
+    """The binary of opencode-ai@``version``, installed with npm into ``cache_dir`` once."""
+    cache = cache_dir if cache_dir is not None else default_cache_dir(version)
     cache.mkdir(parents=True, exist_ok=True)
     with _file_lock(cache / ".install.lock"):
-        installed = _find_installed(cache)
+        installed = _find_installed(cache, version)
         if installed is None:
-            _npm_install(cache)
-            installed = _find_installed(cache)
+            _npm_install(cache, f"opencode-ai@{version}")
+            installed = _find_installed(cache, version)
         if installed is None:
             raise OpenCodeUnavailable(
-                f"npm installed {OPENCODE_PACKAGE} into {cache} but no runnable "
-                f"{OPENCODE_VERSION} binary was found under {cache / 'node_modules'}"
+                f"npm installed opencode-ai@{version} into {cache} but no runnable "
+                f"{version} binary was found under {cache / 'node_modules'}"
             )
         return installed
 
@@ -96,14 +118,15 @@ def _platform_preference(path: Path) -> tuple[int, str]:
     return penalty, package
 
 
-def _find_installed(cache: Path) -> Path | None:
+def _find_installed(cache: Path, version: str) -> Path | None:
     for candidate in _candidate_binaries(cache):
-        if _reported_version(candidate) == OPENCODE_VERSION:
+        if reported_version(candidate) == version:
             return candidate
     return None
 
 
-def _reported_version(binary: Path) -> str | None:
+def reported_version(binary: Path) -> str | None:
+    """What ``binary --version`` prints, or None if it does not run."""
     try:
         result = subprocess.run(
             [str(binary), "--version"],
@@ -120,7 +143,7 @@ def _reported_version(binary: Path) -> str | None:
 
 
 def _verify_version(binary: Path, *, source: str) -> None:
-    version = _reported_version(binary)
+    version = reported_version(binary)
     if version != OPENCODE_VERSION:
         raise OpenCodeUnavailable(
             f"{source} points at {binary}, whose `--version` reported {version!r}; "
@@ -128,14 +151,14 @@ def _verify_version(binary: Path, *, source: str) -> None:
         )
 
 
-def _npm_install(cache: Path) -> None:
+def _npm_install(cache: Path, package: str) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise OpenCodeUnavailable(
             f"npm is not on PATH; install Node.js/npm or set ${BIN_ENV_VAR} to an OpenCode "
             f"{OPENCODE_VERSION} binary"
         )
-    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache), OPENCODE_PACKAGE]
+    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache), package]
     started = time.monotonic()
     try:
         result = subprocess.run(

@@ -24,6 +24,9 @@ from oc_outpost.api.server import ApiConfig, ApiServer, ApiStartError, build_api
 from oc_outpost.app import RunOptions, build_core
 from oc_outpost.config import load_settings
 from oc_outpost.core.chat import GoneTopics
+from oc_outpost.core.journal import TurnJournal
+from oc_outpost.metrics import Metrics
+from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import ORCHESTRATOR_MIGRATIONS, TOPIC_MIGRATIONS
 
@@ -49,7 +52,7 @@ class RecordingChat:
 
 
 async def make_api(
-    tmp_path: Path, config: ApiConfig | None = None
+    tmp_path: Path, config: ApiConfig | None = None, metrics: Metrics | None = None
 ) -> tuple[FastAPI, list[Database]]:
     """The API over the bot's real core (as the composition root wires it), no Telegram."""
     (tmp_path / "projects" / "demo").mkdir(parents=True)
@@ -64,8 +67,13 @@ async def make_api(
     orchestrator = await Database.open(tmp_path / "o.db", ORCHESTRATOR_MIGRATIONS)
     topics = await Database.open(tmp_path / "t.db", TOPIC_MIGRATIONS)
     chat: Any = RecordingChat()
-    core = build_core(settings, RunOptions(), chat, GoneTopics(), orchestrator, topics)
-    return build_api(core.controller, config or ApiConfig(api_key=KEY)), [orchestrator, topics]
+    journal = TurnJournal(ActiveTurnStore(topics))
+    counted = metrics or Metrics()
+    core = build_core(
+        settings, RunOptions(), chat, GoneTopics(), journal, orchestrator, topics, counted
+    )
+    api = build_api(core.controller, config or ApiConfig(api_key=KEY), counted)
+    return api, [orchestrator, topics]
 
 
 def client_of(app: FastAPI, base_url: str = BASE_URL) -> httpx.AsyncClient:
@@ -163,6 +171,7 @@ async def test_openapi_document_is_served(api: httpx.AsyncClient) -> None:
         "/api/unregister",
         "/api/status/{project_path}",
         "/api/instances",
+        "/metrics",
     }
 
 

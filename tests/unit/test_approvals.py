@@ -20,12 +20,13 @@ from oc_outpost.store.pending import PendingStatus, PendingStore
 
 BINDING = TopicBinding(-100, 7, "/p/demo", 1, 1, session_id="ses_1", instance_id="inst_1")
 ASKED = ev.PermissionAsked(
-    request_id="per_1",
-    session_id="ses_1",
-    permission="bash",
-    patterns=("git status",),
-    metadata={"command": "git status"},
-    always=(),
+    ev.PermissionRequest(
+        id="per_1",
+        session_id="ses_1",
+        permission="bash",
+        patterns=("git status",),
+        metadata={"command": "git status"},
+    )
 )
 
 
@@ -33,6 +34,7 @@ class FakeChat:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.answered: list[str] = []
+        self.notices: list[str] = []
         self.fail_next_ask = False
 
     async def ask_permission(self, topic_id: int, prompt: Any) -> int:
@@ -44,6 +46,9 @@ class FakeChat:
 
     async def show_answered(self, topic_id: int, message_id: int, prompt: Any, text: str) -> None:
         self.answered.append(text)
+
+    async def notify(self, topic_id: int | None, text: str) -> None:
+        self.notices.append(text)
 
 
 class FakeClient:
@@ -116,8 +121,8 @@ async def test_one_press_answers_and_a_replayed_press_does_nothing(store: Pendin
     await approvals.on_event("inst_1", BINDING, ASKED)
     token = chat.asked[0]
 
-    first = await approvals.answer_permission(token, "o", "Ann", lambda _: client)
-    again = await approvals.answer_permission(token, "a", "Bob", lambda _: client)
+    first = await approvals.answer_permission(token, "o", "Ann", lambda _: client, 501)
+    again = await approvals.answer_permission(token, "a", "Bob", lambda _: client, 501)
 
     assert (first, again) == ("Allowed once", "Already answered.")
     assert client.replies == [("per_1", "once")]
@@ -133,13 +138,14 @@ async def test_a_reply_that_failed_leaves_the_request_open_for_another_press(
     await approvals.on_event("inst_1", BINDING, ASKED)
     token = chat.asked[0]
 
-    failed = await approvals.answer_permission(token, "o", "Ann", lambda _: client)
+    failed = await approvals.answer_permission(token, "o", "Ann", lambda _: client, 501)
     request = await store.get(token)
     assert request is not None and request.status == PendingStatus.PENDING
     assert chat.answered == []  # the buttons stay
     assert "did not take the answer" in failed and "press again" in failed
+    assert chat.notices == [f"⚠️ {failed}"]  # said in the topic (the press was answered already)
 
-    retried = await approvals.answer_permission(token, "o", "Ann", lambda _: client)
+    retried = await approvals.answer_permission(token, "o", "Ann", lambda _: client, 501)
     assert retried == "Allowed once" and client.replies == [("per_1", "once")]
 
 
@@ -148,7 +154,20 @@ async def test_a_press_for_a_server_that_is_gone_expires_the_request(store: Pend
     approvals = Approvals(chat, store)  # type: ignore[arg-type]
     await approvals.on_event("inst_1", BINDING, ASKED)
 
-    answer = await approvals.answer_permission(chat.asked[0], "o", "Ann", lambda _: None)
+    answer = await approvals.answer_permission(chat.asked[0], "o", "Ann", lambda _: None, 501)
 
     assert "expired" in answer
     assert chat.answered == ["⌛ Expired: its OpenCode server is not running any more."]
+
+
+async def test_a_token_pressed_on_another_message_answers_nothing(store: PendingStore) -> None:
+    chat, client = FakeChat(), FakeClient()
+    approvals = Approvals(chat, store)  # type: ignore[arg-type]
+    await approvals.on_event("inst_1", BINDING, ASKED)
+
+    forged = await approvals.answer_permission(chat.asked[0], "a", "Eve", lambda _: client, 999)
+
+    assert forged == "This button is not for this request."
+    assert client.replies == [] and chat.answered == []
+    request = await store.get(chat.asked[0])
+    assert request is not None and request.status == PendingStatus.PENDING

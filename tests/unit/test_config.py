@@ -521,3 +521,16 @@ def test_every_variable_has_a_rule_for_its_error_message() -> None:
 def test_a_short_api_key_is_refused_without_echoing_it() -> None:
     problems = problems_for({**REQUIRED, "API_KEY": "short-key"})
     assert problems == ["API_KEY must be a secret of at least 16 characters"]
+
+
+def test_topic_status_and_board_default_on_and_are_checked() -> None:
+    settings = load()
+    assert (settings.topic_status, settings.board) == ("icons", "on")
+    assert (load(TOPIC_STATUS="off", BOARD="off").topic_status, load(BOARD="off").board) == (
+        "off",
+        "off",
+    )
+    assert problems_for({**REQUIRED, "TOPIC_STATUS": "emoji", "BOARD": "yes"}) == [
+        "TOPIC_STATUS must be icons or off, got 'emoji'",
+        "BOARD must be on or off, got 'yes'",
+    ]

@@ -182,7 +182,7 @@ async def test_formatting_parse_errors_and_entities(
 
     ok = await bot.send_message(CHAT, "🚀 hi", entities=[MessageEntity("bold", 3, 2)])
     assert ok.entities[0].offset == 3
-    with pytest.raises(BadRequest, match=r"(?i)can't parse entities"):
+    with pytest.raises(BadRequest, match=r"(?i)ends after the end of the text"):
         await bot.send_message(CHAT, "🚀 hi", entities=[MessageEntity("bold", 3, 3)])
 
 

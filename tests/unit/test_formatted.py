@@ -6,11 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oc_outpost.telegram.formatted import (
+    MAX_ENTITIES,
     Entity,
     Formatted,
     Span,
     Styled,
     fit,
+    is_linkable_url,
     is_safe_url,
     join,
     plain,
@@ -132,3 +134,60 @@ def test_only_safe_link_schemes() -> None:
     assert not is_safe_url("javascript:alert(1)")
     assert not is_safe_url("file:///etc/passwd")
     assert not is_safe_url("data:text/html,hi")
+
+
+@st.composite
+def many_words(draw: st.DrawFn) -> Styled:
+    """Words, most of them styled: far more entities than one message may carry."""
+    words = draw(st.lists(st.text(alphabet="ab🚀", min_size=1, max_size=5), max_size=400))
+    pieces = [
+        styled(word, draw(KINDS), url="https://example.org") if draw(st.booleans()) else plain(word)
+        for word in words
+    ]
+    return join(pieces, " ")
+
+
+@settings(max_examples=80, deadline=None)
+@given(many_words(), st.integers(1, 120), st.integers(20, 4096))
+def test_a_part_carries_at_most_max_entities_and_nothing_is_lost(
+    text: Styled, max_entities: int, limit: int
+) -> None:
+    parts = split(text, limit, max_entities)
+    assert "".join(p.text for p in parts) == text.text
+    assert all(len(p.entities) <= max_entities for p in parts)
+    assert all(utf16_len(p.text) <= limit for p in parts)
+    assert sum(len(p.entities) for p in parts) >= len(text.spans)  # a cut may split a word
+
+
+def test_an_answer_with_150_code_spans_is_split_so_telegram_keeps_every_one() -> None:
+    text = join([styled(f"name_{i}", "code") for i in range(150)], ", ")
+    parts = split(text)
+    assert len(parts) == 2
+    assert [len(p.entities) for p in parts] == [MAX_ENTITIES, 50]
+
+
+def test_one_message_keeps_its_text_and_drops_formatting_past_the_limit_links_last() -> None:
+    words = [styled(f"w{i}", "bold") for i in range(120)]
+    links = [styled(f"link{i}", "text_link", url=f"https://example.org/{i}") for i in range(5)]
+    text = join([*words, *links], " ")
+    part = fit(text)
+    assert part.text == text.text
+    assert len(part.entities) == MAX_ENTITIES
+    assert sum(1 for e in part.entities if e.type == "text_link") == 5
+    assert [e.offset for e in part.entities] == sorted(e.offset for e in part.entities)
+
+
+def test_links_telegram_refuses_or_a_phone_cannot_open_are_not_linkable() -> None:
+    for url in ("https://example.org/a?b", "http://docs.python.org:8080/x", "tg://resolve?x=1"):
+        assert is_linkable_url(url), url
+    for url in (
+        "http://localhost:3000",
+        "https://intranet/wiki",
+        "http://127.0.0.1:8000/",
+        "http://[::1]:5173/",
+        "http://app.localhost/",
+        "http://example.org:99999/",
+        "mailto:me@example.org",
+        "ftp://example.org",
+    ):
+        assert not is_linkable_url(url), url

@@ -133,3 +133,47 @@ async def test_load_returns_what_a_previous_run_left_open(store: ActiveTurnStore
 
     assert (record.session_id, record.topic_id, record.instance_id) == ("ses_9", 3, "inst_1")
     assert journal.is_open("ses_9")
+
+
+class AdoptingChat(RecordingChat):
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: list[tuple[int, str, int]] = []
+
+    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
+        self.adopted.append((topic_id, turn.session_id, message_id))
+
+
+async def test_the_progress_message_of_a_turn_survives_a_restart_and_is_closed(
+    store: ActiveTurnStore, db: Database
+) -> None:
+    before = TurnJournal(store)
+    await before.progress_shown("ses_1", 41)  # sent before the first event wrote the turn down
+    await before.started(binding())
+
+    after = TurnJournal(store)  # the next run
+    (record,) = await after.load()
+    assert record.progress_message_id == 41
+    chat = AdoptingChat()
+    tracker = tracker_with(chat, db, after)
+    await tracker.fail("ses_1", 7, "The bot restarted during this turn and OpenCode is gone")
+
+    assert chat.adopted == [(7, "ses_1", 41)]  # the old message is edited, not left "Working"
+    assert chat.finals == ["ses_1"] and chat.notices == []
+    assert await after.load() == []
+
+
+async def test_a_turn_still_running_after_a_restart_edits_its_old_progress_message(
+    store: ActiveTurnStore, db: Database
+) -> None:
+    before = TurnJournal(store)
+    await before.started(binding())
+    await before.progress_shown("ses_1", 52)
+    after = TurnJournal(store)
+    await after.load()
+    chat = AdoptingChat()
+    tracker = tracker_with(chat, db, after)
+
+    tracker.reconcile(binding(), client=None, busy=True)  # type: ignore[arg-type]
+
+    assert chat.adopted == [(7, "ses_1", 52)] and tracker.is_busy("ses_1")

@@ -59,6 +59,18 @@ def test_unsafe_links_keep_their_text_only() -> None:
     assert "javascript" not in str(entities_of("[x](javascript:alert(1))"))
 
 
+def test_links_telegram_would_refuse_are_written_out_as_label_and_url() -> None:
+    styled = markdown_to_styled(
+        "[open it](http://localhost:3000), <http://127.0.0.1:8000/a>, "
+        "[mail me](mailto:dev@example.org) and [docs](https://example.org/docs)"
+    )
+    assert styled.text == (
+        "open it (http://localhost:3000), http://127.0.0.1:8000/a, "
+        "mail me (dev@example.org) and docs"
+    )
+    assert [(s.kind, s.url) for s in styled.spans] == [("text_link", "https://example.org/docs")]
+
+
 def test_table_is_an_aligned_pre_block() -> None:
     styled = markdown_to_styled("| a | bb |\n|---|---|\n| ccc | d |")
     assert styled.text == "a   | bb\n----+---\nccc | d"

@@ -24,13 +24,7 @@ from oc_outpost.opencode.errors import (
     OpenCodeUnavailable,
 )
 from oc_outpost.opencode.stream import EventStream, iter_events
-from oc_outpost.opencode.wire import (
-    FileInput,
-    OtherPartWire,
-    TextInput,
-    TextPartWire,
-    ToolPartWire,
-)
+from oc_outpost.opencode.wire import FileInput, TextInput
 
 PASSWORD = "s3cr3t-Pa55word"
 BASIC_TOKEN = base64.b64encode(f"opencode:{PASSWORD}".encode()).decode()
@@ -245,17 +239,18 @@ async def test_messages_parse_known_and_unknown_parts() -> None:
     assert user.info.role == "user" and user.info.completed
     assert assistant.info.role == "assistant" and assistant.info.completed
     assert assistant.info.error is not None and assistant.info.error.message == "bad"
-    assert assistant.info.tokens.cache.write == 2
+    assert assistant.info.tokens == ev.TokenUsage(11, 7, 0, cache_read=1, cache_write=2)
+    assert (assistant.info.provider_id, assistant.info.model_id) == ("mock", "mock-model")
+    assert user.parts == (ev.TextPart("prt_1", "hello"),)
     tool, patch, text = assistant.parts
-    assert isinstance(tool, ToolPartWire) and tool.state.output == "x\n"
-    assert isinstance(patch, OtherPartWire) and patch.type == "patch"
-    assert isinstance(text, TextPartWire)
-    assert ev.part_from_wire(text) == ev.TextPart("prt_4", "answer", ended=True)
-    assert ev.part_from_wire(patch) == ev.OtherPart("prt_3", "patch")
-    converted = ev.part_from_wire(tool)
-    assert isinstance(converted, ev.ToolPart)
-    assert (converted.status, converted.output, converted.input) == (
+    assert patch == ev.OtherPart("prt_3", "patch")
+    assert text == ev.TextPart("prt_4", "answer", ended_at=2)
+    assert text.ended
+    assert isinstance(tool, ev.ToolPart)
+    assert (tool.call_id, tool.status, tool.title, tool.output, tool.input) == (
+        "call_1",
         "completed",
+        "ls",
         "x\n",
         {"command": "ls"},
     )
@@ -295,8 +290,8 @@ async def test_list_permissions_and_questions() -> None:
     }
     async with make_client(Recorder(body=[permission])) as client:
         (request,) = await client.list_permissions()
-    assert request.permission == "bash" and request.tool is not None
-    assert request.tool.call_id == "call_1"
+    assert request.permission == "bash" and request.patterns == ("ls",)
+    assert (request.message_id, request.call_id) == ("msg_1", "call_1")
     async with make_client(Recorder(body=[question])) as client:
         (asked,) = await client.list_questions()
     assert asked.questions[0].options[0].label == "A"
@@ -662,7 +657,11 @@ async def test_event_stream_heartbeats_keep_the_watchdog_quiet() -> None:
         return httpx.Response(200, headers=SSE_HEADERS, content=body())
 
     stream = EventStream(
-        make_client(slow_beats), collector.on_event, sleep=collector.sleep, watchdog_s=0.3
+        make_client(slow_beats),
+        collector.on_event,
+        sleep=collector.sleep,
+        watchdog_s=0.3,
+        read_pause_s=0,  # only reconnect delays go to `sleep`
     )
     stream.start()
     try:
@@ -728,3 +727,25 @@ async def test_stop_without_start_is_a_no_op() -> None:
     await stream.stop()
     assert not stream.running
     await stream.client.aclose()
+
+
+async def test_answers_and_stream_data_are_proof_of_life() -> None:
+    now = [100.0]
+    async with make_client(Recorder(body={"healthy": True}), clock=lambda: now[0]) as client:
+        assert not client.answered_within(30)
+        await client.health()
+        now[0] += 29
+        assert client.answered_within(30)
+        now[0] += 2
+        assert not client.answered_within(30)
+    body = sse(CONNECTED, HEARTBEAT)
+
+    async def stream_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE_HEADERS, content=body)
+
+    async with make_client(stream_handler, clock=lambda: now[0]) as streaming:
+        assert [e async for e in iter_events(streaming)] == [
+            ev.ServerConnected(),
+            ev.ServerHeartbeat(),
+        ]
+        assert streaming.answered_within(1)

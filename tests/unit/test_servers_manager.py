@@ -106,6 +106,9 @@ class FakeClient:
     def _port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[1])
 
+    def answered_within(self, seconds: float) -> bool:
+        return False  # no event stream here: every check asks /global/health
+
     async def health(self) -> object:
         if self._port in self.world.unhealthy:
             raise OpenCodeTimeout("GET /global/health: no response within 2s")
@@ -314,7 +317,7 @@ def test_pool_reserve_marks_an_adopted_port_as_ours() -> None:
     pool.reserve(4100)
 
     assert pool.allocate() == 4101
-    assert pool.in_use() == {4100, 4101}
+    assert pool.used == 2
 
 
 @pytest.mark.parametrize(

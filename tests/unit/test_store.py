@@ -130,7 +130,13 @@ async def test_topic_db_is_created_with_tables_and_indexes(
     topic_db: Database, topic_db_path: Path
 ) -> None:
     assert await asyncio.to_thread(topic_db_path.is_file)
-    assert await names(topic_db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+    assert await names(topic_db, "table") == {
+        "topic_mappings",
+        "pending_requests",
+        "bot_state",
+        "buttons",
+        "button_presses",
+    }
     assert {
         "idx_topic_mappings_chat_id",
         "idx_topic_mappings_session_id",
@@ -165,7 +171,14 @@ async def test_reopen_is_idempotent_and_data_persists(topic_db_path: Path) -> No
             assert await db.pragma("user_version") == len(TOPIC_MIGRATIONS)
             assert len(await TopicStore(db).by_chat(CHAT)) == 1
             assert await BotStateStore(db).get_update_offset() == 42
-            assert await names(db, "table") == {"topic_mappings", "pending_requests", "bot_state"}
+            tables = {
+                "topic_mappings",
+                "pending_requests",
+                "bot_state",
+                "buttons",
+                "button_presses",
+            }
+            assert await names(db, "table") == tables
 
 
 async def test_new_migration_is_applied_on_reopen(tmp_path: Path) -> None:
@@ -255,43 +268,7 @@ async def test_instance_upsert_preserves_created_at(
 
 async def test_instance_lookups_of_missing_rows(instances: InstanceStore) -> None:
     assert await instances.get("nope") is None
-    assert await instances.get_by_port(4999) is None
-    assert await instances.get_by_path("/nowhere") is None
     assert await instances.all() == []
-
-
-async def test_get_by_port(instances: InstanceStore, clock: FakeClock) -> None:
-    await instances.save(instance("old", state=InstanceState.STOPPED, port=4100))
-    clock.advance(1)
-    await instances.save(instance("live", state=InstanceState.RUNNING, port=4100))
-    clock.advance(1)
-    await instances.save(instance("newer_stopped", state=InstanceState.STOPPED, port=4100))
-    await instances.save(instance("other", port=4101))
-
-    found = await instances.get_by_port(4100)
-    assert found is not None
-    assert found.id == "live"
-
-
-async def test_get_by_path_prefers_running_then_starting_then_most_recent(
-    instances: InstanceStore, clock: FakeClock
-) -> None:
-    path = "/p/alpha"
-    await instances.save(instance("stopped_old", path=path, state=InstanceState.STOPPED))
-    clock.advance(10)
-    await instances.save(instance("error_new", path=path, state=InstanceState.ERROR))
-    assert (await instances.get_by_path(path)).id == "error_new"  # type: ignore[union-attr]
-
-    clock.advance(10)
-    await instances.save(instance("starting", path=path, state=InstanceState.STARTING))
-    clock.advance(10)
-    await instances.save(instance("stopped_newest", path=path, state=InstanceState.STOPPED))
-    assert (await instances.get_by_path(path)).id == "starting"  # type: ignore[union-attr]
-
-    await instances.save(instance("running", path=path, state=InstanceState.RUNNING))
-    clock.advance(10)
-    await instances.save(instance("starting", path=path, state=InstanceState.STARTING))
-    assert (await instances.get_by_path(path)).id == "running"  # type: ignore[union-attr]
 
 
 async def test_all_lists_every_instance_in_creation_order(instances: InstanceStore) -> None:
@@ -385,62 +362,6 @@ async def test_topic_queries_by_chat_session_instance(topics: TopicStore) -> Non
     assert await topics.by_chat(42) == []
 
 
-async def test_update_session(topics: TopicStore, clock: FakeClock) -> None:
-    await topics.save(binding())
-    clock.advance(4)
-
-    updated = await topics.update_session(CHAT, 7, "ses_new", "inst_new")
-
-    assert (updated.session_id, updated.instance_id, updated.updated_at) == (
-        "ses_new",
-        "inst_new",
-        T0 + 4,
-    )
-    assert [b.topic_id for b in await topics.by_session("ses_new")] == [7]
-    cleared = await topics.update_session(CHAT, 7, None, None)
-    assert (cleared.session_id, cleared.instance_id) == (None, None)
-
-
-async def test_toggle_streaming_twice_returns_to_original(
-    topics: TopicStore, clock: FakeClock
-) -> None:
-    await topics.save(binding())
-    clock.advance(2)
-
-    assert await topics.toggle_streaming(CHAT, 7) is False
-    stored = await topics.get(CHAT, 7)
-    assert stored is not None
-    assert (stored.streaming_enabled, stored.updated_at) == (False, T0 + 2)
-    assert await topics.toggle_streaming(CHAT, 7) is True
-    assert (await topics.get(CHAT, 7)).streaming_enabled is True  # type: ignore[union-attr]
-
-
-async def test_concurrent_toggles_are_atomic(topics: TopicStore) -> None:
-    await topics.save(binding())
-
-    results = await asyncio.gather(*(topics.toggle_streaming(CHAT, 7) for _ in range(10)))
-
-    assert sorted(results) == [False] * 5 + [True] * 5
-    assert (await topics.get(CHAT, 7)).streaming_enabled is True  # type: ignore[union-attr]
-
-
-async def test_mark_renamed(topics: TopicStore) -> None:
-    await topics.save(binding())
-
-    assert (await topics.mark_renamed(CHAT, 7)).topic_name_updated is True
-    assert (await topics.get(CHAT, 7)).topic_name_updated is True  # type: ignore[union-attr]
-
-
-async def test_updates_of_missing_topic_raise_not_found(topics: TopicStore) -> None:
-    with pytest.raises(NotFound, match="topic 7"):
-        await topics.update_session(CHAT, 7, "s", "i")
-    with pytest.raises(NotFound):
-        await topics.toggle_streaming(CHAT, 7)
-    with pytest.raises(NotFound):
-        await topics.mark_renamed(CHAT, 7)
-    assert await topics.get(CHAT, 7) is None
-
-
 async def test_delete_topic_is_idempotent(topics: TopicStore) -> None:
     await topics.save(binding(7))
     await topics.save(binding(8))
@@ -448,25 +369,6 @@ async def test_delete_topic_is_idempotent(topics: TopicStore) -> None:
     assert await topics.delete(CHAT, 7) is True
     assert await topics.delete(CHAT, 7) is False
     assert [b.topic_id for b in await topics.by_chat(CHAT)] == [8]
-
-
-async def test_stale_lists_bindings_not_updated_for_that_long(
-    topics: TopicStore, clock: FakeClock
-) -> None:
-    await topics.save(binding(1))
-    clock.advance(50)
-    await topics.save(binding(2))
-    clock.advance(50)
-    await topics.save(binding(3))
-
-    assert [b.topic_id for b in await topics.stale(100)] == [1]
-    assert [b.topic_id for b in await topics.stale(50)] == [1, 2]
-    assert await topics.stale(101) == []
-    await topics.toggle_streaming(CHAT, 1)
-    assert await topics.stale(50) == [await topics.get(CHAT, 2)]
-
-
-# --- PendingStore -------------------------------------------------------------------------
 
 
 async def create_permission(

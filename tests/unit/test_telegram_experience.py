@@ -23,8 +23,8 @@ from oc_outpost.telegram.handlers import file_mime
 
 def test_a_re_announced_user_message_of_an_earlier_turn_is_not_this_turns_start() -> None:
     turn = TurnSnapshot(1, "ses_a", 0.0, earlier_user_message="msg_200")
-    old = ev.MessageUpdated("ses_a", "msg_150", "user", True)
-    new = ev.MessageUpdated("ses_a", "msg_300", "user", True)
+    old = ev.MessageUpdated("ses_a", ev.Message("msg_150", "user"))
+    new = ev.MessageUpdated("ses_a", ev.Message("msg_300", "user"))
     turn = turns.fold(turns.fold(turn, old), new)
     assert turn.user_messages == ("msg_300",)
     assert turn.last_user_message == "msg_300"
@@ -68,7 +68,7 @@ def test_button_data_round_trips_and_fits_64_bytes() -> None:
             "tok-123_abc", "a"
         ),
         callbacks.question_data("tok", 3): callbacks.QuestionPress("tok", 3),
-        callbacks.stop_data(session): callbacks.StopPress(session),
+        callbacks.stop_data(session, "a1b2c3"): callbacks.StopPress(session, "a1b2c3"),
         callbacks.link_data(project_key("demo")): callbacks.LinkPress(project_key("demo")),
         callbacks.open_data(project_key("demo")): callbacks.OpenPress(project_key("demo")),
         callbacks.connect_data(session): callbacks.ConnectPress(session),
@@ -93,15 +93,19 @@ def test_projects_exclude_hidden_files_and_links_out_of_the_base(tmp_path: Path)
     assert list_projects(tmp_path / "missing") == []
 
 
-def test_files_become_data_url_parts_after_the_caption() -> None:
+def test_files_become_data_url_parts_after_the_caption_and_their_names() -> None:
     parts = prompt_parts("look", (Attachment("a.txt", "text/plain", b"hi"),))
     assert parts == [
-        TextInput(text="look"),
+        TextInput(text="look\n\n[Attached: a.txt]"),
         FileInput(mime="text/plain", url="data:text/plain;base64,aGk=", filename="a.txt"),
     ]
-    assert [type(p) for p in prompt_parts("", (Attachment("a.png", "image/png", b""),))] == [
-        FileInput
-    ]
+    album = (
+        Attachment("photo.jpg", "image/jpeg", b""),
+        Attachment("b.pdf", "application/pdf", b""),
+    )
+    assert prompt_parts("", album)[0] == TextInput(text="[Attached: photo.jpg, b.pdf]")
+    assert [type(p) for p in prompt_parts("", album)] == [TextInput, FileInput, FileInput]
+    assert prompt_parts("just text", ()) == [TextInput(text="just text")]
 
 
 def test_generic_binary_files_get_a_better_media_type_when_possible() -> None:
@@ -109,6 +113,7 @@ def test_generic_binary_files_get_a_better_media_type_when_possible() -> None:
     assert file_mime("notes.txt", generic, b"x") == "text/plain"
     assert file_mime("Makefile", generic, b"all:\n") == "text/plain"
     assert file_mime("blob", generic, b"\xff\xfe\x00") == generic
+    assert file_mime("log.bin", generic, b"plain words\n") == "text/plain"  # a guess of generic
     assert file_mime("x.bin", "application/pdf", b"") == "application/pdf"
 
 

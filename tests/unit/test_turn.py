@@ -7,9 +7,10 @@ from pathlib import Path
 
 from oc_outpost.core import turn as turns
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.events import Event, parse_event
 
-RECORDING = Path(__file__).parents[2].parent / "shared/reference/opencode-1.18-events.jsonl"
+RECORDING = Path(__file__).parents[1] / "fixtures" / "opencode-1.18-events.jsonl"
 
 
 def scenario(prefix: str, stream: str = "/event") -> list[Event]:
@@ -84,3 +85,34 @@ def test_retry_state_is_visible() -> None:
         if snapshot.phase == TurnPhase.RETRYING:
             notes.append(snapshot.retry_note)
     assert notes and notes[0] is not None and notes[0].startswith("attempt 1")
+
+
+def delta(text: str, part_id: str = "prt_1") -> ev.PartDelta:
+    return ev.PartDelta("ses_1", "msg_1", part_id, text)
+
+
+def test_deltas_append_without_changing_earlier_snapshots() -> None:
+    first = turns.fold(TurnSnapshot(1, "ses_1", 0.0), delta("Hello"))
+    second = turns.fold(first, delta(", world"))
+    branch = turns.fold(first, delta(" again"))  # an older snapshot stays a valid base
+    assert (first.answer, second.answer, branch.answer) == ("Hello", "Hello, world", "Hello again")
+    assert turns.fold(second, delta("!")).answer == "Hello, world!"
+    assert first.answer == "Hello"
+
+
+def test_a_streamed_part_keeps_its_place_among_the_others() -> None:
+    snapshot = TurnSnapshot(1, "ses_1", 0.0)
+    for event in (delta("one", "a"), delta("two", "b"), delta(" more", "a"), delta("!", "b")):
+        snapshot = turns.fold(snapshot, event)
+    assert [(pid, str(text)) for pid, text in snapshot.texts] == [("a", "one more"), ("b", "two!")]
+    full = ev.PartUpdated("ses_1", "msg_1", ev.TextPart("a", "one more, final"))
+    assert turns.fold(snapshot, full).answer == "one more, final\n\ntwo!"
+
+
+def test_streamed_text_joins_long_chains_and_forgets_them() -> None:
+    text = turns.StreamedText("")
+    for index in range(50_000):  # far deeper than the recursion limit
+        text += f"{index % 10}"
+    assert str(text) == "0123456789" * 5_000
+    longer = text + "tail"
+    assert str(longer).endswith("789tail") and len(str(longer)) == 50_004

@@ -85,6 +85,8 @@ async def test_an_approval_prompt_that_cannot_be_sent_does_not_hide_the_event_fr
 ) -> None:
     _, _, tracker, events = await parts(db)
 
-    await events.on_event("inst_1", object(), ev.SessionStatusChanged("ses_1", "busy"))  # type: ignore[arg-type]
+    await events.on_event(
+        "inst_1", object(), ev.SessionStatusChanged("ses_1", ev.SessionStatus("busy"))
+    )  # type: ignore[arg-type]
 
     assert tracker.is_busy("ses_1")  # the turn (started elsewhere) is followed

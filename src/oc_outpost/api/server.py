@@ -22,11 +22,12 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oc_outpost import __version__
+from oc_outpost import metrics as prometheus
 from oc_outpost.api.errors import ApiError, error_response
 from oc_outpost.api.guard import RequestGuard
 from oc_outpost.api.models import (
@@ -42,6 +43,7 @@ from oc_outpost.api.models import (
 from oc_outpost.config import is_loopback_host
 from oc_outpost.core.controller import Controller
 from oc_outpost.core.errors import BadRequest, Conflict, NotFound, Unavailable, UserError
+from oc_outpost.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class ApiConfig:
     max_body_bytes: int = MAX_BODY_BYTES
 
 
-def build_api(controller: Controller, config: ApiConfig) -> FastAPI:
+def build_api(controller: Controller, config: ApiConfig, metrics: Metrics | None = None) -> FastAPI:
     if not config.api_key:
         raise ValueError("the API needs a key")
     api_key = config.api_key.encode()
@@ -137,6 +139,17 @@ def build_api(controller: Controller, config: ApiConfig) -> FastAPI:
     async def list_instances() -> list[InstanceResponse]:
         return [InstanceResponse.from_info(i) for i in await controller.instances()]
 
+    counted = metrics or Metrics()
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {prometheus.CONTENT_TYPE: {}}}},
+        summary="Prometheus metrics",
+    )
+    async def metrics_text() -> Response:
+        return Response(await counted.render(), media_type=prometheus.CONTENT_TYPE)
+
     return app
 
 
@@ -144,7 +157,10 @@ def server_url_refusal(url: str, allowed_hosts: frozenset[str]) -> str | None:
     """Why a server URL may not be registered, or None. An OpenCode server's API runs any
     command its agent is asked to, so the bot only drives servers on this machine unless told
     otherwise; credentials belong in `password`, not in a URL that may end up in a log."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        return f"url: not a valid URL ({exc})."
     try:
         parts.port  # noqa: B018 (validates it)
     except ValueError:
@@ -216,15 +232,39 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn whose main loop sleeps until it is asked to stop. uvicorn's own wakes up ten
+    times a second (to look for a shutdown and refresh the Date header, which is off here),
+    ten wake-ups a second for nothing in a bot that waits."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        if not await self.on_tick(0):  # sets the default headers
+            await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
+
+
 class ApiServer:
     """uvicorn inside the bot's own event loop, started and stopped by the composition root."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         # log_config=None: uvicorn's records go to the root handlers, which mask secrets.
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            lifespan="off",
+            date_header=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _QuietServer(config)
         self._where = f"{host}:{port}"
         self._task: asyncio.Task[None] | None = None
 
@@ -249,7 +289,7 @@ class ApiServer:
         if self._task is None or self._task.done():  # a failed start already raised its error
             self._task = None
             return
-        self._server.should_exit = True
+        self._server.request_stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._task, 10.0)
         self._task = None

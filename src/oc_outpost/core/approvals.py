@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from oc_outpost.core.chat import ChatPort, PermissionPrompt, QuestionPrompt
+from oc_outpost.core.topic_states import TopicStates
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
@@ -60,10 +61,36 @@ def question_prompt(request: PendingRequest) -> QuestionPrompt:
     )
 
 
+def _payload(event: ev.PermissionAsked | ev.QuestionAsked) -> dict[str, Any]:
+    """What answering and redrawing the request needs, kept in its row."""
+    if isinstance(event, ev.PermissionAsked):
+        return {
+            "permission": event.request.permission,
+            "patterns": list(event.request.patterns),
+            "detail": permission_detail(event.request.metadata),
+        }
+    questions = event.request.questions
+    question = questions[0]  # only the first of several questions gets buttons
+    return {
+        "question": question.question,
+        "header": question.header,
+        "options": [option.label for option in question.options],
+        "count": len(questions),
+    }
+
+
+def _pressed_on(request: PendingRequest, message_id: int) -> bool:
+    """A token pasted onto another message (a forged keyboard) answers nothing."""
+    return request.message_id is None or request.message_id == message_id
+
+
 class Approvals:
-    def __init__(self, chat: ChatPort, pending: PendingStore) -> None:
+    def __init__(
+        self, chat: ChatPort, pending: PendingStore, states: TopicStates | None = None
+    ) -> None:
         self._chat = chat
         self._pending = pending
+        self._states = states
         self._asking: set[str] = set()  # request ids whose prompt is being created or sent
 
     @contextlib.asynccontextmanager
@@ -80,10 +107,10 @@ class Approvals:
                 return  # being shown right now (its event and a reconcile's listing met)
             case ev.PermissionAsked():
                 async with self._asking_for(event.request_id):
-                    await self._ask_permission(instance_id, binding, event)
-            case ev.QuestionAsked():
+                    await self._ask(instance_id, binding, event, PendingKind.PERMISSION)
+            case ev.QuestionAsked() if event.request.questions:
                 async with self._asking_for(event.request_id):
-                    await self._ask_question(instance_id, binding, event)
+                    await self._ask(instance_id, binding, event, PendingKind.QUESTION)
             case ev.PermissionReplied() | ev.QuestionReplied() | ev.QuestionRejected():
                 await self._answered_elsewhere(event.request_id)
 
@@ -96,48 +123,27 @@ class Approvals:
             await self._close(request, "⌛ No longer answerable here.")
         await self._pending.expire_for_session(session_id)
 
-    async def _ask_permission(
-        self, instance_id: str, binding: TopicBinding, event: ev.PermissionAsked
+    async def _ask(
+        self,
+        instance_id: str,
+        binding: TopicBinding,
+        event: ev.PermissionAsked | ev.QuestionAsked,
+        kind: PendingKind,
     ) -> None:
+        """Store the request behind a token (once per OpenCode request) and show it."""
         request = await self._pending.get_by_request_id(event.request_id)
         if request is None:
             request = await self._pending.create(
-                kind=PendingKind.PERMISSION,
+                kind=kind,
                 request_id=event.request_id,
                 session_id=event.session_id,
                 instance_id=instance_id,
                 chat_id=binding.chat_id,
                 topic_id=binding.topic_id,
-                payload={
-                    "permission": event.permission,
-                    "patterns": list(event.patterns),
-                    "detail": permission_detail(event.metadata),
-                },
+                payload=_payload(event),
             )
-        await self._show(request)
-
-    async def _ask_question(
-        self, instance_id: str, binding: TopicBinding, event: ev.QuestionAsked
-    ) -> None:
-        if not event.questions:
-            return
-        request = await self._pending.get_by_request_id(event.request_id)
-        if request is None:
-            question = event.questions[0]
-            request = await self._pending.create(
-                kind=PendingKind.QUESTION,
-                request_id=event.request_id,
-                session_id=event.session_id,
-                instance_id=instance_id,
-                chat_id=binding.chat_id,
-                topic_id=binding.topic_id,
-                payload={
-                    "question": question.question,
-                    "header": question.header,
-                    "options": [option.label for option in question.options],
-                    "count": len(event.questions),
-                },
-            )
+        if request.status == PendingStatus.PENDING and self._states is not None:
+            self._states.asked(request.topic_id, request.request_id)
         await self._show(request)
 
     async def _show(self, request: PendingRequest) -> None:
@@ -160,15 +166,18 @@ class Approvals:
             await self._close(request, "☑️ OpenCode no longer waits for this (answered elsewhere).")
 
     async def answer_permission(
-        self, token: str, choice: str, who: str, clients: ClientLookup
+        self, token: str, choice: str, who: str, clients: ClientLookup, message_id: int
     ) -> str:
         """A button press on a permission request; returns the text for the button spinner.
-        ``clients`` maps the request's instance id to the client of its running server."""
+        ``clients`` maps the request's instance id to the client of its running server;
+        ``message_id`` is the message the pressed button is on (only its own counts)."""
         if choice not in PERMISSION_REPLIES:
             return "Unknown choice."
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.PERMISSION:
             return "This request is not known."
+        if not _pressed_on(request, message_id):
+            return "This button is not for this request."
         reply, verb = PERMISSION_REPLIES[choice]
         client = await self._client_or_expire(request, clients)
         if client is None:
@@ -187,11 +196,13 @@ class Approvals:
         return verb
 
     async def answer_question(
-        self, token: str, option: int, who: str, clients: ClientLookup
+        self, token: str, option: int, who: str, clients: ClientLookup, message_id: int
     ) -> str:
         request = await self._pending.get(token)
         if request is None or request.kind != PendingKind.QUESTION:
             return "This question is not known."
+        if not _pressed_on(request, message_id):
+            return "This button is not for this request."
         options = question_prompt(request).options
         if not 0 <= option < len(options):
             return "Unknown option."
@@ -220,7 +231,9 @@ class Approvals:
         the person who pressed is told why (the press can simply be repeated)."""
         log.warning("the answer to %s did not reach OpenCode: %s", request.request_id, exc)
         await self._pending.reopen(request.token)
-        return f"OpenCode did not take the answer ({exc}); press again to retry."
+        note = f"OpenCode did not take the answer ({exc}); press again to retry."
+        await self._chat.notify(request.topic_id, f"⚠️ {note}")
+        return note
 
     async def _client_or_expire(
         self, request: PendingRequest, clients: ClientLookup
@@ -231,6 +244,8 @@ class Approvals:
         return client
 
     async def _close(self, request: PendingRequest, decision: str) -> None:
+        if self._states is not None:
+            self._states.answered(request.topic_id, request.request_id)
         if request.message_id is None:
             return
         prompt = (

@@ -75,10 +75,19 @@ class GoneTopics:
         return await self._queue.get()
 
 
+class ProgressLog(Protocol):
+    """Where the chat reports the message it shows a turn's progress in (the turn journal)."""
+
+    async def progress_shown(self, session_id: str, message_id: int) -> None: ...
+
+
 class ChatPort(Protocol):
     async def create_topic(self, name: str) -> int: ...
 
     async def delete_topic(self, topic_id: int) -> None: ...
+
+    async def topic_exists(self, topic_id: int) -> bool:
+        """Whether the topic is still there (Telegram sends no update when one is deleted)."""
 
     async def close_topic(self, topic_id: int) -> None: ...
 
@@ -91,6 +100,10 @@ class ChatPort(Protocol):
 
     def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
         """Create or update the turn's live progress message without waiting for the network."""
+
+    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
+        """The turn's progress is shown in ``message_id`` already (sent before a bot restart):
+        edit that one on, and reduce it to the summary at the end."""
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
         """Deliver the final answer as new message(s) and reduce the progress message."""

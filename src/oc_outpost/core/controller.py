@@ -16,7 +16,9 @@ from pathlib import Path
 
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
+from oc_outpost.core.browser import FileBrowser
 from oc_outpost.core.chat import Attachment, ChatPort, GoneTopics, ProjectEntry, TopicGone
+from oc_outpost.core.diffs import Diffs
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.linking import SERVER_ERRORS, Linker, LinkRequest
 from oc_outpost.core.naming import is_placeholder, topic_name
@@ -33,10 +35,11 @@ from oc_outpost.core.projects import (
 from oc_outpost.core.prompting import NOT_LINKED, Prompter
 from oc_outpost.core.recovery import StartupRecovery
 from oc_outpost.core.registration import Registration, Registrations
-from oc_outpost.core.replies import ClearReport, SessionInfo, SessionList, StatusReport
+from oc_outpost.core.replies import ClearReport, SessionDetails, SessionList, StatusReport
 from oc_outpost.core.sessions import SessionCatalog
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.unlinking import Unlinker
+from oc_outpost.core.voice import VoicePrompts
 from oc_outpost.model import InstanceInfo, InstanceKind, TopicBinding
 from oc_outpost.servers.registry import ServerRegistry
 
@@ -67,6 +70,9 @@ class Controller:
         unlinker: Unlinker,
         recovery: StartupRecovery,
         gone_topics: GoneTopics,
+        browser: FileBrowser,
+        diffs: Diffs,
+        voice: VoicePrompts,
     ) -> None:
         self._config = config
         self._chat = chat
@@ -81,6 +87,9 @@ class Controller:
         self._unlinker = unlinker
         self._recovery = recovery
         self._gone_topics = gone_topics
+        self._browser = browser
+        self._diffs = diffs
+        self._voice = voice
         self._pickers = Pickers(chat, self.projects)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -268,11 +277,15 @@ class Controller:
 
     # --- approvals ----------------------------------------------------------------------------
 
-    async def answer_permission(self, token: str, choice: str, who: str) -> str:
-        return await self._approvals.answer_permission(token, choice, who, self._registry.client)
+    async def answer_permission(self, token: str, choice: str, who: str, message_id: int) -> str:
+        return await self._approvals.answer_permission(
+            token, choice, who, self._registry.client, message_id
+        )
 
-    async def answer_question(self, token: str, option: int, who: str) -> str:
-        return await self._approvals.answer_question(token, option, who, self._registry.client)
+    async def answer_question(self, token: str, option: int, who: str, message_id: int) -> str:
+        return await self._approvals.answer_question(
+            token, option, who, self._registry.client, message_id
+        )
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -360,7 +373,7 @@ class Controller:
         await self._bindings.save(replace(binding, streaming_enabled=enabled))
         return enabled
 
-    async def session_info(self, topic_id: int | None) -> SessionInfo:
+    async def session_info(self, topic_id: int | None) -> SessionDetails:
         binding = self._require_binding(topic_id)
         assert binding.session_id is not None
         return await self._catalog.info(binding, busy=self._tracker.is_busy(binding.session_id))
@@ -372,6 +385,37 @@ class Controller:
             topics=len(self._bindings.all()),
             busy_turns=self._tracker.active_count(),
         )
+
+    # --- files and voice (core/browser.py, core/diffs.py, core/voice.py) ----------------------
+
+    async def browse(self, topic_id: int | None, argument: str) -> None:
+        """`/ls [-a] [path]`: a keyboard browser of the project."""
+        await self._browser.open(self._require_binding(topic_id), argument)
+
+    async def get_file(self, topic_id: int | None, argument: str) -> None:
+        """`/get <path>`: one file of the project (a small folder as a zip)."""
+        await self._browser.get(self._require_binding(topic_id), argument)
+
+    async def browse_press(
+        self, topic_id: int | None, token: str, action: str, press_id: str, message_id: int
+    ) -> None:
+        binding = self._require_binding(topic_id)
+        await self._browser.press(binding, token, action, press_id, message_id)
+
+    async def diff(self, topic_id: int | None) -> None:
+        """`/diff`: the project's uncommitted changes as a .diff document."""
+        await self._diffs.project(self._require_binding(topic_id))
+
+    async def turn_diff(self, topic_id: int | None, token: str, press_id: str) -> None:
+        """A final answer's Diff button: that turn's changes."""
+        await self._diffs.turn(self._require_binding(topic_id), token, press_id)
+
+    async def voice(self, topic_id: int | None, audio: Attachment) -> None:
+        """A voice note: transcribed, echoed, then sent as the topic's next prompt."""
+        binding = self._require_binding(topic_id)
+        text = await self._voice.transcribe(binding, audio)
+        await self._chat.notify(binding.topic_id, f"🎙 {text}")
+        await self.message(binding.topic_id, text)
 
     # --- the HTTP API: external servers -------------------------------------------------------
 

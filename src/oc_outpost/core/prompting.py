@@ -15,6 +15,7 @@ from pathlib import Path
 from oc_outpost.core.chat import Attachment, ChatPort
 from oc_outpost.core.errors import BadRequest, Unavailable, UserError
 from oc_outpost.core.linking import SERVER_ERRORS
+from oc_outpost.core.prompt_text import with_file_names
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeUnavailable
@@ -86,7 +87,8 @@ class Prompter:
 
 def prompt_parts(text: str, attachments: tuple[Attachment, ...]) -> list[PromptPart]:
     """The prompt's parts: the text, then each file inline as a data: URL (nothing is written
-    to disk, so no file can land outside PROJECT_BASE_PATH)."""
+    to disk, so no file can land outside PROJECT_BASE_PATH). The text names every file."""
+    text = with_file_names(text, attachments)
     parts: list[PromptPart] = [TextInput(text=text)] if text.strip() else []
     for attachment in attachments:
         encoded = base64.b64encode(attachment.data).decode("ascii")

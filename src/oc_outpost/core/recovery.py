@@ -22,7 +22,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from oc_outpost.core.approvals import Approvals
 from oc_outpost.core.bindings import Bindings
@@ -31,7 +30,7 @@ from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import InstanceKind, TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
-from oc_outpost.opencode.errors import EventParseError, OpenCodeError
+from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.servers.errors import InstanceError
 from oc_outpost.servers.registry import ServerRegistry
@@ -112,12 +111,13 @@ class Reconciler:
         except OpenCodeError as exc:
             log.warning("cannot list pending requests of %s: %s", instance_id, exc)
             return
-        pending: list[tuple[str, Any]] = [("permission.asked", p) for p in permissions]
-        pending += [("question.asked", q) for q in questions]
-        for event_type, request in pending:
-            binding = by_session.get(self._turns.root_of(request.session_id))
-            event = _as_event(event_type, request.model_dump(by_alias=True))
-            if binding is not None and event is not None:
+        pending: list[ev.PermissionAsked | ev.QuestionAsked] = [
+            *map(ev.PermissionAsked, permissions),
+            *map(ev.QuestionAsked, questions),
+        ]
+        for event in pending:
+            binding = by_session.get(self._turns.root_of(event.session_id))
+            if binding is not None:
                 await self._approvals.on_event(instance_id, binding, event)
 
 
@@ -142,14 +142,6 @@ def cut_off_reason(messages: Sequence[MessageWithParts]) -> str | None:
     if not last.completed and getattr(last, "error", None) is None:
         return CUT_OFF
     return None
-
-
-def _as_event(event_type: str, properties: dict[str, Any]) -> ev.Event | None:
-    try:
-        return ev.parse_event({"type": event_type, "properties": properties})
-    except EventParseError as exc:
-        log.warning("pending %s not understood: %s", event_type, exc)
-        return None
 
 
 class StartupRecovery:

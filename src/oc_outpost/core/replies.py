@@ -27,7 +27,7 @@ class SessionList:
 
 
 @dataclass(frozen=True)
-class SessionInfo:
+class SessionDetails:
     binding: TopicBinding
     instance: InstanceInfo | None
     title: str | None = None

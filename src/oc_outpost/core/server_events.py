@@ -17,6 +17,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.recovery import Reconciler
+from oc_outpost.core.topic_states import TopicStates
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
@@ -47,6 +48,7 @@ class ServerEvents:
         approvals: Approvals,
         journal: TurnJournal,
         reconciler: Reconciler,
+        states: TopicStates | None = None,
     ) -> None:
         self._chat = chat
         self._bindings = bindings
@@ -54,6 +56,7 @@ class ServerEvents:
         self._approvals = approvals
         self._journal = journal
         self._reconciler = reconciler
+        self._states = states
 
     # --- the event streams --------------------------------------------------------------------
 
@@ -109,10 +112,16 @@ class ServerEvents:
 
     async def instance_failed(self, instance_ids: Sequence[str], reason: str) -> None:
         await self._fail_turns(instance_ids, TURN_CUT)
+        self._asleep(instance_ids)
         await self._tell(instance_ids, SERVER_FAILED.format(reason=reason))
 
     async def instance_stopped(self, instance_ids: Sequence[str], reason: str) -> None:
         log.info("OpenCode %s stopped (%s)", ", ".join(instance_ids), reason)
+        self._asleep(instance_ids)
+
+    def _asleep(self, instance_ids: Sequence[str]) -> None:
+        if self._states is not None:
+            self._states.servers_stopped(b.topic_id for b in self._topics(instance_ids))
 
     async def _fail_turns(self, instance_ids: Sequence[str], message: str) -> None:
         """End the turns OpenCode had; a prompt still on its way is sent again by prompting."""

@@ -18,7 +18,7 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import HistoryEntry
 from oc_outpost.core.errors import Conflict, NotFound, Unavailable
 from oc_outpost.core.projects import find_project, project_key
-from oc_outpost.core.replies import SessionEntry, SessionInfo, SessionList
+from oc_outpost.core.replies import SessionDetails, SessionEntry, SessionList
 from oc_outpost.model import InstanceInfo, InstanceKind, SessionSummary, TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
@@ -126,7 +126,7 @@ class SessionCatalog:
         found = [self._entry(server, s) for s in server.sessions]
         return sorted(found, key=lambda e: e.updated_s, reverse=True)
 
-    async def info(self, binding: TopicBinding, *, busy: bool) -> SessionInfo:
+    async def info(self, binding: TopicBinding, *, busy: bool) -> SessionDetails:
         """`/session`: the binding, its server, and the session's title, model and usage."""
         assert binding.session_id is not None
         instances = await self._registry.all_instances()
@@ -134,12 +134,14 @@ class SessionCatalog:
         client = self._registry.client(binding.instance_id)
         if client is None:
             note = "Its OpenCode server is stopped; it starts on your next message."
-            return SessionInfo(binding, instance, busy=busy, note=note)
+            return SessionDetails(binding, instance, busy=busy, note=note)
         try:
             session = await client.get_session(binding.session_id)
             messages = await client.messages(binding.session_id)
         except OpenCodeError as exc:
-            return SessionInfo(binding, instance, busy=busy, note=f"OpenCode did not answer: {exc}")
+            return SessionDetails(
+                binding, instance, busy=busy, note=f"OpenCode did not answer: {exc}"
+            )
         return _usage(binding, instance, session, messages, busy)
 
 
@@ -197,7 +199,7 @@ def history_tail(
     for message in messages:
         texts = [
             part.text.strip()
-            for part in map(ev.part_from_wire, message.parts)
+            for part in message.parts
             if isinstance(part, ev.TextPart) and not part.synthetic and part.text.strip()
         ]
         if texts:
@@ -214,7 +216,7 @@ def _usage(
     session: Session,
     messages: Sequence[MessageWithParts],
     busy: bool,
-) -> SessionInfo:
+) -> SessionDetails:
     model = None
     input_tokens = output_tokens = 0
     cost = 0.0
@@ -226,7 +228,7 @@ def _usage(
         input_tokens += message.info.tokens.input
         output_tokens += message.info.tokens.output
         cost += message.info.cost
-    return SessionInfo(
+    return SessionDetails(
         binding,
         instance,
         title=session.title,

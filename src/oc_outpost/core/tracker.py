@@ -17,7 +17,10 @@ from oc_outpost.core.bindings import Bindings
 from oc_outpost.core.chat import ChatPort, TopicGone
 from oc_outpost.core.journal import TurnJournal
 from oc_outpost.core.naming import TopicNamer
+from oc_outpost.core.topic_states import TopicBook, TopicStates
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
+from oc_outpost.core.turn_outputs import TurnOutputs
+from oc_outpost.metrics import Metrics
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
@@ -45,11 +48,17 @@ class TurnTracker:
         journal: TurnJournal,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+        outputs: TurnOutputs | None = None,
+        states: TopicStates | None = None,
     ) -> None:
         self._chat = chat
+        self._outputs = outputs  # images and changes of a finished turn (None: not shown)
         self._bindings = bindings
         self._journal = journal
         self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._states = states or TopicStates(TopicBook(bindings))
         self._turns: dict[str, ActiveTurn] = {}  # by root session id
         self._parents: dict[str, str] = {}  # sub-agent session -> root session
         self._last_user: dict[str, str] = {}  # session -> newest user message of past turns
@@ -88,7 +97,11 @@ class TurnTracker:
     def active_count(self) -> int:
         return len(self._turns)
 
-    def begin(self, binding: TopicBinding, client: OpenCodeClient) -> ActiveTurn:
+    def begin(
+        self, binding: TopicBinding, client: OpenCodeClient, *, resume: bool = False
+    ) -> ActiveTurn:
+        """Track a new turn of the binding's session. ``resume``: a turn of the previous run
+        (from the journal), whose progress message is edited on instead of sending another."""
         assert binding.session_id is not None
         snapshot = TurnSnapshot(
             next(self._ids),
@@ -98,14 +111,30 @@ class TurnTracker:
         )
         active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         self._turns[binding.session_id] = active
+        if resume:
+            self._adopt_progress(binding.topic_id, snapshot)
+        self._metrics.turn_started()
+        self._states.turn_started(binding.topic_id)
         if active.streaming:
             self._chat.show_progress(binding.topic_id, snapshot)
         return active
 
+    def _adopt_progress(self, topic_id: int, snapshot: TurnSnapshot) -> None:
+        message_id = self._journal.progress_message(snapshot.session_id)
+        if message_id is not None:
+            self._chat.adopt_progress(topic_id, snapshot, message_id)
+
     async def fail(self, session_id: str, topic_id: int, message: str) -> None:
         """End the session's turn with an error the user can read."""
         active = self._turns.pop(session_id, None)
-        if active is None:
+        if active is not None:
+            self._remember_user_messages(active.snapshot)
+            snapshot, streaming = active.snapshot, active.streaming
+        elif self._journal.progress_message(session_id) is not None:
+            # a turn of the previous run: its progress message is closed with the failure
+            snapshot, streaming = TurnSnapshot(next(self._ids), session_id, self._clock()), True
+            self._adopt_progress(topic_id, snapshot)
+        else:
             try:
                 await self._chat.notify(topic_id, f"❌ {message}")
             except Exception:
@@ -113,11 +142,8 @@ class TurnTracker:
                 return  # the journal keeps it: the next start settles it
             await self._journal.finished(session_id)
             return
-        self._remember_user_messages(active.snapshot)
-        failed = replace(
-            active.snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock()
-        )
-        await self._deliver(topic_id, failed, streaming=active.streaming)
+        failed = replace(snapshot, phase=TurnPhase.FAILED, error=message, finished_at=self._clock())
+        await self._deliver(topic_id, failed, streaming=streaming)
 
     async def abort(self, session_id: str) -> str:
         active = self._turns.get(session_id)
@@ -142,7 +168,7 @@ class TurnTracker:
         error: str | None = None,
     ) -> None:
         """Align the session's turn with what OpenCode says after events may have been missed
-        (stream reconnect, server restart, bot restart; see core/reconcile.py).
+        (stream reconnect, server restart, bot restart; see core/recovery.py).
 
         busy: track the turn (begin it if unknown). Idle: end the turn now and deliver its final
         answer from the stored messages, once; with `error`, as a failed turn saying why."""
@@ -152,11 +178,12 @@ class TurnTracker:
         active = self._turns.pop(session_id, None)
         if busy:
             if active is None:
-                active = self.begin(binding, client)
+                active = self.begin(binding, client, resume=True)
             self._turns[session_id] = replace(active, client=client, accepted=True)
             return
         if active is None:  # known only from the turn journal (the bot restarted)
             snapshot = TurnSnapshot(next(self._ids), session_id, self._clock())
+            self._adopt_progress(binding.topic_id, snapshot)
             active = ActiveTurn(binding.topic_id, binding.streaming_enabled, client, snapshot)
         active = replace(active, client=client)
         if error is None:
@@ -214,7 +241,7 @@ class TurnTracker:
                 self.note_child(child, session_id)
 
     def _update(self, active: ActiveTurn, snapshot: TurnSnapshot) -> None:
-        if snapshot == active.snapshot:
+        if snapshot is active.snapshot:  # the fold returns the same snapshot for no change
             return
         active.snapshot = snapshot
         if active.streaming:
@@ -227,9 +254,13 @@ class TurnTracker:
         except OpenCodeError as exc:
             log.warning("could not fetch the final messages of %s: %s", snapshot.session_id, exc)
         else:
+            self._states.session_read(active.topic_id, messages)
             answer = turns.answer_from_messages(messages, snapshot.first_user_message)
             if answer:
                 snapshot = replace(snapshot, texts=(("answer", answer),))
+        if self._outputs is not None:
+            output = await self._outputs.collect(active.topic_id, active.client, snapshot)
+            snapshot = replace(snapshot, output=output)
         if await self._deliver(active.topic_id, snapshot, streaming=active.streaming):
             await self.namer.after_turn(snapshot.session_id, active.client)
 
@@ -237,6 +268,9 @@ class TurnTracker:
         """Hand the final answer to the chat; the journal entry goes once it is delivered (or
         its topic is gone). Any other failure leaves it for the next start to deliver, and is
         not raised: the caller (a server crash being handled, a recovery, a prompt) goes on."""
+        failed = snapshot.phase == TurnPhase.FAILED
+        self._metrics.turn_ended(failed=failed)
+        self._states.turn_ended(topic_id, failed=failed)
         try:
             await self._chat.show_final(topic_id, snapshot, streaming=streaming)
         except TopicGone:  # deleted in the app; the chat layer reports it to be unlinked
@@ -278,10 +312,10 @@ class TurnTracker:
 
 
 def _turns_busy(event: ev.Event) -> bool:
-    return isinstance(event, ev.SessionStatusChanged) and event.status == "busy"
+    return isinstance(event, ev.SessionStatusChanged) and event.status.type == "busy"
 
 
 def _turns_idle(event: ev.Event) -> bool:
     return isinstance(event, ev.SessionIdle) or (
-        isinstance(event, ev.SessionStatusChanged) and event.status == "idle"
+        isinstance(event, ev.SessionStatusChanged) and event.status.type == "idle"
     )

@@ -3,6 +3,10 @@
 A turn runs from the prompt (or the session turning busy) until the session goes idle. The
 snapshot holds what the chat shows: phase, steps, tool lines and the answer text streamed so far.
 Rendering lives in the chat layer; nothing here knows about Telegram.
+
+A long answer streams as thousands of deltas, so a delta must cost the same at the end of the
+answer as at its start: the streaming text is a `StreamedText` (appending shares what came
+before) and the snapshot is copied without re-running the dataclass `__init__`.
 """
 
 from __future__ import annotations
@@ -11,10 +15,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from oc_outpost.core.outputs import NO_OUTPUT, TurnOutput
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.wire import MessageWithParts
 
 MAX_TOOL_LINES = 50
+
+
+class StreamedText:
+    """A part's text as its deltas arrive: immutable, and `text + delta` shares every chunk
+    before it instead of copying them. `str()` joins the chunks once; the result is kept and
+    the chunks behind it are let go."""
+
+    __slots__ = ("_chunk", "_joined", "_previous")
+
+    def __init__(self, chunk: str, previous: StreamedText | None = None) -> None:
+        self._chunk = chunk
+        self._previous = previous
+        self._joined: str | None = None
+
+    def __add__(self, delta: str) -> StreamedText:
+        return StreamedText(delta, self)
+
+    def __str__(self) -> str:
+        if self._joined is not None:
+            return self._joined
+        chunks: list[str] = []
+        node: StreamedText | None = self
+        while node is not None:
+            if node._joined is not None:
+                chunks.append(node._joined)
+                break
+            chunks.append(node._chunk)
+            node = node._previous
+        joined = self._joined = "".join(reversed(chunks))
+        self._previous = None
+        return joined
+
+    def __repr__(self) -> str:
+        return f"StreamedText({str(self)!r})"
+
+
+Text = str | StreamedText
 
 
 class TurnPhase(StrEnum):
@@ -50,7 +92,7 @@ class TurnSnapshot:
     phase: TurnPhase = TurnPhase.RUNNING
     steps: int = 0
     tools: tuple[ToolLine, ...] = ()
-    texts: tuple[tuple[str, str], ...] = ()  # (part id, text) of the assistant, in order
+    texts: tuple[tuple[str, Text], ...] = ()  # (part id, text) of the assistant, in order
     reasoning_parts: frozenset[str] = frozenset()
     user_messages: tuple[str, ...] = ()
     usage_by_message: tuple[tuple[str, Usage], ...] = ()
@@ -61,10 +103,12 @@ class TurnSnapshot:
     # The newest user message of earlier turns: OpenCode re-announces a turn's user message
     # after it ended, and message ids ascend, so anything up to this one is not ours.
     earlier_user_message: str | None = None
+    output: TurnOutput = NO_OUTPUT  # images and changes, collected when the turn finished
 
     @property
     def answer(self) -> str:
-        return "\n\n".join(text.strip() for _, text in self.texts if text.strip())
+        stripped = (str(text).strip() for _, text in self.texts)
+        return "\n\n".join(text for text in stripped if text)
 
     @property
     def finished(self) -> bool:
@@ -93,13 +137,17 @@ class TurnSnapshot:
 def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
     """Return the snapshot after ``event``. Events of other sessions must be filtered out first."""
     match event:
-        case ev.MessageUpdated(role="user", message_id=mid):
+        case ev.PartDelta(message_id=mid, part_id=pid, field="text", delta=delta):
+            if mid in turn.user_messages or pid in turn.reasoning_parts:
+                return turn
+            return _append_text(turn, pid, delta)
+        case ev.MessageUpdated(info=ev.Message(role="user", id=mid)):
             earlier = turn.earlier_user_message
             if mid in turn.user_messages or (earlier is not None and mid <= earlier):
                 return turn
             return replace(turn, user_messages=(*turn.user_messages, mid))
-        case ev.MessageUpdated(role="assistant"):
-            return _fold_assistant_message(turn, event)
+        case ev.MessageUpdated(info=ev.Message(role="assistant") as message):
+            return _fold_assistant_message(turn, message)
         case ev.PartUpdated(message_id=mid) if mid in turn.user_messages:
             return turn
         case ev.PartUpdated(part=ev.TextPart() as part):
@@ -113,14 +161,14 @@ def fold(turn: TurnSnapshot, event: ev.Event) -> TurnSnapshot:
             return _upsert_tool(turn, part)
         case ev.PartUpdated(part=ev.StepStart()):
             return replace(turn, steps=turn.steps + 1)
-        case ev.PartDelta(message_id=mid, part_id=pid, field="text", delta=delta):
-            if mid in turn.user_messages or pid in turn.reasoning_parts:
-                return turn
-            return _set_text(turn, pid, dict(turn.texts).get(pid, "") + delta)
-        case ev.SessionStatusChanged(status="retry", attempt=attempt, message=message):
+        case ev.SessionStatusChanged(
+            status=ev.SessionStatus(type="retry", attempt=attempt, message=message)
+        ):
             note = f"attempt {attempt}: {message}" if message else f"attempt {attempt}"
             return replace(turn, phase=TurnPhase.RETRYING, retry_note=note)
-        case ev.SessionStatusChanged(status="busy") if turn.phase == TurnPhase.RETRYING:
+        case ev.SessionStatusChanged(status=ev.SessionStatus(type="busy")) if (
+            turn.phase == TurnPhase.RETRYING
+        ):
             return replace(turn, phase=TurnPhase.RUNNING)
         case ev.SessionError(name=name, message=message):
             if name == "MessageAbortedError":
@@ -164,15 +212,34 @@ def finish(turn: TurnSnapshot, now: float) -> TurnSnapshot:
     return replace(turn, phase=phase, finished_at=now)
 
 
-def _fold_assistant_message(turn: TurnSnapshot, event: ev.MessageUpdated) -> TurnSnapshot:
-    if event.error_name == "MessageAbortedError":
+def _fold_assistant_message(turn: TurnSnapshot, message: ev.Message) -> TurnSnapshot:
+    error = message.error
+    if error is not None and error.name == "MessageAbortedError":
         turn = replace(turn, phase=TurnPhase.ABORTED)
-    elif event.error_name and not turn.error:
-        detail = f"{event.error_name}: {event.error_message}" if event.error_message else ""
-        turn = replace(turn, error=detail or event.error_name)
-    usage = Usage(event.tokens.input, event.tokens.output, event.cost)
-    others = tuple(u for u in turn.usage_by_message if u[0] != event.message_id)
-    return replace(turn, usage_by_message=(*others, (event.message_id, usage)))
+    elif error is not None and error.name and not turn.error:
+        detail = f"{error.name}: {error.message}" if error.message else error.name
+        turn = replace(turn, error=detail)
+    usage = Usage(message.tokens.input, message.tokens.output, message.cost)
+    others = tuple(u for u in turn.usage_by_message if u[0] != message.id)
+    return replace(turn, usage_by_message=(*others, (message.id, usage)))
+
+
+def _append_text(turn: TurnSnapshot, part_id: str, delta: str) -> TurnSnapshot:
+    texts = turn.texts
+    for index in range(len(texts) - 1, -1, -1):  # the part streaming now is nearly always last
+        pid, text = texts[index]
+        if pid == part_id:
+            grown = (text if isinstance(text, StreamedText) else StreamedText(text)) + delta
+            return _with_texts(turn, (*texts[:index], (pid, grown), *texts[index + 1 :]))
+    return _with_texts(turn, (*texts, (part_id, StreamedText(delta))))
+
+
+def _with_texts(turn: TurnSnapshot, texts: tuple[tuple[str, Text], ...]) -> TurnSnapshot:
+    """`replace(turn, texts=texts)` for the per-delta path: a frozen dataclass's `__init__` sets
+    every field through `object.__setattr__`, which costs five times as much as this copy."""
+    copy = object.__new__(TurnSnapshot)
+    copy.__dict__.update(turn.__dict__, texts=texts)
+    return copy
 
 
 def _set_text(turn: TurnSnapshot, part_id: str, text: str) -> TurnSnapshot:
@@ -219,7 +286,7 @@ def answer_from_messages(
         part.text.strip()
         for message in messages[start:]
         if message.info.role == "assistant"
-        for part in map(ev.part_from_wire, message.parts)
+        for part in message.parts
         if isinstance(part, ev.TextPart) and not part.synthetic and part.text.strip()
     ]
     return "\n\n".join(texts)

@@ -50,7 +50,8 @@ class Unlinker:
             await self._chat.close_topic(binding.topic_id)
 
     async def clear(self) -> ClearReport:
-        """Unbind topics whose directory, session or server is gone; never touches files."""
+        """Unbind topics whose topic, directory, session or server is gone; never touches
+        files."""
         removed: list[tuple[TopicBinding, str]] = []
         bindings = self._bindings.all()
         for binding in bindings:
@@ -67,6 +68,8 @@ class Unlinker:
         return ClearReport(tuple(removed), len(bindings) - len(removed))
 
     async def _stale_reason(self, binding: TopicBinding) -> str | None:
+        if not await self._chat.topic_exists(binding.topic_id):
+            return "its topic was deleted"
         if not _is_dir(binding.project_path):
             return f"its directory {binding.project_path} no longer exists"
         if binding.session_id is None:

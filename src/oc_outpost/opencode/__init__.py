@@ -2,42 +2,7 @@
 
 * `client.OpenCodeClient`: the HTTP routes (sessions, prompts, abort, permissions, questions).
 * `stream.iter_events` / `stream.EventStream`: the SSE event stream, raw or supervised.
-* `events`: typed frozen events and `parse_event` for `/event` and `/global/event` frames.
-* `wire`: pydantic models of the JSON bodies. `errors`: the exception types.
+* `events`: the typed events, with the parts, messages and requests they share with the REST
+  API, and `parse_event` / `parse_event_json` for `/event` and `/global/event` frames.
+* `wire`: pydantic models of the REST-only bodies. `errors`: the exception types.
 """
-
-from oc_outpost.opencode.client import OpenCodeClient, PermissionReply
-from oc_outpost.opencode.errors import (
-    EventParseError,
-    OpenCodeAuthError,
-    OpenCodeError,
-    OpenCodeHTTPError,
-    OpenCodeNotFound,
-    OpenCodeResponseError,
-    OpenCodeTimeout,
-    OpenCodeUnavailable,
-)
-from oc_outpost.opencode.events import Event, parse_event, parse_frame
-from oc_outpost.opencode.stream import EventStream, iter_events
-from oc_outpost.opencode.wire import FileInput, PromptPart, TextInput
-
-__all__ = [
-    "Event",
-    "EventParseError",
-    "EventStream",
-    "FileInput",
-    "OpenCodeAuthError",
-    "OpenCodeClient",
-    "OpenCodeError",
-    "OpenCodeHTTPError",
-    "OpenCodeNotFound",
-    "OpenCodeResponseError",
-    "OpenCodeTimeout",
-    "OpenCodeUnavailable",
-    "PermissionReply",
-    "PromptPart",
-    "TextInput",
-    "iter_events",
-    "parse_event",
-    "parse_frame",
-]

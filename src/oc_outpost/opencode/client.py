@@ -8,9 +8,11 @@ it the server uses its process cwd, which for a managed server is the project di
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -23,15 +25,20 @@ from oc_outpost.opencode.errors import (
     mask_secrets,
     transport_error,
 )
+from oc_outpost.opencode.events import PermissionRequest, QuestionRequest, SessionStatus
+from oc_outpost.opencode.files import (
+    FileDiff,
+    FileNode,
+    FileTooLarge,
+    OutputMessage,
+    VcsInfo,
+)
 from oc_outpost.opencode.wire import (
     FileInput,
     Health,
     MessageWithParts,
-    PermissionRequest,
     PromptPart,
-    QuestionRequest,
     Session,
-    SessionStatus,
     TextInput,
 )
 
@@ -49,6 +56,11 @@ _QUESTIONS = TypeAdapter(list[QuestionRequest])
 _SESSION = TypeAdapter(Session)
 _HEALTH = TypeAdapter(Health)
 _BOOL = TypeAdapter(bool)
+_FILE_NODES = TypeAdapter(list[FileNode])
+_FILE_DIFFS = TypeAdapter(list[FileDiff])
+_PATHS = TypeAdapter(list[str])
+_VCS = TypeAdapter(VcsInfo)
+_OUTPUT_MESSAGES = TypeAdapter(list[OutputMessage])
 
 
 class OpenCodeClient:
@@ -62,8 +74,11 @@ class OpenCodeClient:
         health_timeout: float = 2.0,
         directory: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._clock = clock
+        self._answered_at: float | None = None
         self.directory = directory
         self.timeout = timeout
         self.health_timeout = health_timeout
@@ -96,6 +111,15 @@ class OpenCodeClient:
     def transport_error(self, exc: httpx.HTTPError, context: str) -> OpenCodeError:
         """The typed error for an httpx failure, with secrets masked."""
         return transport_error(exc, context, secrets=self._secrets)
+
+    def note_answer(self) -> None:
+        """The server just answered (a response, or data on an event stream)."""
+        self._answered_at = self._clock()
+
+    def answered_within(self, seconds: float) -> bool:
+        """Whether the server answered in the last `seconds`: an event stream's heartbeats
+        (every 10 s) show that it is alive, so a health check can be skipped."""
+        return self._answered_at is not None and self._clock() - self._answered_at < seconds
 
     def instance_params(self) -> dict[str, str]:
         return {"directory": self.directory} if self.directory else {}
@@ -198,6 +222,63 @@ class OpenCodeClient:
         body = await self._request("GET", "/question")
         return self._parse(_QUESTIONS, body, "GET /question")
 
+    # -- files and changes (see opencode/files.py for what each route does) ---------------------
+
+    async def list_files(self, path: str) -> list[FileNode]:
+        """The entries of the directory ``path`` (relative to the project)."""
+        body = await self._request("GET", "/file", params={"path": path or "."})
+        return self._parse(_FILE_NODES, body, "GET /file")
+
+    async def read_file(self, path: str, max_bytes: int) -> bytes:
+        """The exact bytes of the file ``path``; FileTooLarge beyond ``max_bytes``."""
+        context = self.mask("GET /api/fs/read")
+        params = {"location[directory]": self.directory} if self.directory else {}
+        try:
+            async with self._http.stream(
+                "GET", f"/api/fs/read/{quote(path)}", params=params
+            ) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise http_error(
+                        response.status_code,
+                        self.mask(body.decode(errors="replace")),
+                        context=context,
+                    )
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > max_bytes:
+                    raise FileTooLarge(path, declared, max_bytes)
+                return await _read_capped(response, path, max_bytes)
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc, context) from exc
+
+    async def find_files(self, query: str, limit: int = 10) -> list[str]:
+        params = {"query": query, "limit": str(limit)}
+        body = await self._request("GET", "/find/file", params=params)
+        return self._parse(_PATHS, body, "GET /find/file")
+
+    async def vcs(self) -> VcsInfo:
+        body = await self._request("GET", "/vcs")
+        return self._parse(_VCS, body, "GET /vcs")
+
+    async def vcs_diff(self) -> list[FileDiff]:
+        """The working tree against HEAD (untracked files included)."""
+        body = await self._request("GET", "/vcs/diff", params={"mode": "git"})
+        return self._parse(_FILE_DIFFS, body, "GET /vcs/diff")
+
+    async def session_diff(self, session_id: str, message_id: str) -> list[FileDiff]:
+        """What the turn of the user message ``message_id`` changed."""
+        body = await self._request(
+            "GET", f"/session/{session_id}/diff", params={"messageID": message_id}
+        )
+        return self._parse(_FILE_DIFFS, body, "GET /session/{id}/diff")
+
+    async def output_messages(self, session_id: str, limit: int) -> list[OutputMessage]:
+        """The newest ``limit`` messages, parsed only for the files they produced."""
+        body = await self._request(
+            "GET", f"/session/{session_id}/message", params={"limit": str(limit)}
+        )
+        return self._parse(_OUTPUT_MESSAGES, body, "GET /session/{id}/message")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _request(
@@ -224,6 +305,7 @@ class OpenCodeClient:
             )
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, context) from exc
+        self.note_answer()
         if response.status_code >= 400:
             raise http_error(response.status_code, self.mask(response.text), context=context)
         if not response.content:
@@ -243,6 +325,15 @@ class OpenCodeClient:
                 f"{context}: unexpected response body at {location}: {first['msg']} "
                 f"({exc.error_count()} error(s))"
             ) from exc
+
+
+async def _read_capped(response: httpx.Response, path: str, max_bytes: int) -> bytes:
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data.extend(chunk)
+        if len(data) > max_bytes:
+            raise FileTooLarge(path, len(data), max_bytes)
+    return bytes(data)
 
 
 def _secrets_of(username: str, password: str | None) -> tuple[str, ...]:

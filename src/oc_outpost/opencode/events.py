@@ -1,47 +1,58 @@
-"""Typed internal events and the parser for OpenCode 1.18 SSE frames.
+"""OpenCode's events, and the parts, messages and requests they share with the REST API.
 
-`parse_event(frame)` accepts a `/event` frame `{"id", "type", "properties"}` or a `/global/event`
-frame `{"directory", "project", "payload": {...}}` and returns a frozen dataclass, or None when
-the type is unknown or irrelevant (including `/global/event`'s `sync` replication records).
+Every type is a frozen dataclass, defined once: a `TextPart` is the same object whether it came
+in a `message.part.updated` event or in `GET /session/{id}/message`, and a `PermissionAsked`
+wraps the very `PermissionRequest` that `GET /permission` lists (`PermissionAsked(request)`
+turns a listed request into its event). Pydantic validates them at the edge; the field
+annotations say where each value sits in the JSON (`AliasPath`), so a frame is parsed in one
+pass, straight from its bytes (`parse_event_json`).
 
-Error policy: unknown types never raise. A frame of a *known* type whose required fields are
-missing or mistyped raises `EventParseError` (and so does a frame that is not an object with a
-string `type`); `iter_events` in stream.py logs such frames and skips them.
+Frames: `/event` sends `{"id", "type", "properties"}`, `/global/event` wraps the same in
+`{"directory", "project", "payload": {...}}`. `Event` is one discriminated union over `type`.
+
+Tolerance (OpenCode 1.1.65 – 1.18.33): an event type or part type we do not model is no error
+(the frame gives None; the part becomes an `OtherPart`), and neither is an unknown key. A frame
+of a *known* type whose required fields are missing or mistyped raises `EventParseError`, as
+does a frame that is not an object with a string `type`; `stream.py` logs and skips those.
 
 Session ids: 1.18.33 puts `sessionID` in every session-scoped event's properties; older servers
-only had it in `info.sessionID` / `part.sessionID`, or `info.id` for `session.*` events, which
-are tried in that order.
+had it only in `info.sessionID` / `part.sessionID`, or `info.id` for `session.*` events, tried
+in that order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, AliasChoices, AliasPath, Field, TypeAdapter, ValidationError
 
 from oc_outpost.opencode.errors import EventParseError
-from oc_outpost.opencode.wire import (
-    AssistantMessage,
-    FilePartWire,
-    MessageInfo,
-    PartWire,
-    PermissionRequest,
-    QuestionInfo,
-    QuestionRequest,
-    ReasoningPartWire,
-    SessionStatus,
-    StepFinishPartWire,
-    StepStartPartWire,
-    TextPartWire,
-    TodoWire,
-    ToolPartWire,
-)
-from oc_outpost.opencode.wire import Tokens as WireTokens
+
+
+def _at(key: str, *path: str) -> Any:
+    """Where a field's value sits in the JSON object being validated."""
+    return Field(validation_alias=AliasPath(key, *path) if path else key)
+
+
+def _prop(*path: str) -> Any:
+    """A value in an event's `properties`."""
+    return _at("properties", *path)
+
+
+def _prop_either(*keys: str) -> Any:
+    """A value in an event's `properties` under the first of `keys` that is there."""
+    return Field(validation_alias=AliasChoices(*(AliasPath("properties", key) for key in keys)))
+
+
+def _tag(value: str) -> Any:
+    """The discriminator field `type` (keyword-only, so a dataclass is built without it)."""
+    return field(default=value, kw_only=True, repr=False)
+
 
 # ---------------------------------------------------------------------------------------------
-# Parts
+# Shared with the REST API: tokens, parts, messages, statuses, permission and question requests
 
 
 @dataclass(frozen=True)
@@ -49,23 +60,33 @@ class TokenUsage:
     input: int = 0
     output: int = 0
     reasoning: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
+    cache_read: Annotated[int, _at("cache", "read")] = 0
+    cache_write: Annotated[int, _at("cache", "write")] = 0
 
 
 @dataclass(frozen=True)
 class TextPart:
     id: str
-    text: str
+    text: str = ""
     synthetic: bool = False
-    ended: bool = False
+    ended_at: Annotated[float | None, _at("time", "end")] = None
+    type: Literal["text"] = _tag("text")
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
 
 
 @dataclass(frozen=True)
 class ReasoningPart:
     id: str
-    text: str
-    ended: bool = False
+    text: str = ""
+    ended_at: Annotated[float | None, _at("time", "end")] = None
+    type: Literal["reasoning"] = _tag("reasoning")
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
 
 
 @dataclass(frozen=True)
@@ -75,185 +96,211 @@ class ToolPart:
     `metadata["sessionId"]`."""
 
     id: str
-    call_id: str
+    call_id: Annotated[str, _at("callID")]
     tool: str
-    status: str
-    title: str | None = None
-    input: Mapping[str, Any] = field(default_factory=dict)
-    output: str | None = None
-    error: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    status: Annotated[str, _at("state", "status")]
+    title: Annotated[str | None, _at("state", "title")] = None
+    input: Annotated[Mapping[str, Any], _at("state", "input")] = field(default_factory=dict)
+    output: Annotated[str | None, _at("state", "output")] = None
+    error: Annotated[str | None, _at("state", "error")] = None
+    metadata: Annotated[Mapping[str, Any], _at("state", "metadata")] = field(default_factory=dict)
+    type: Literal["tool"] = _tag("tool")
 
 
 @dataclass(frozen=True)
 class StepStart:
     id: str
+    type: Literal["step-start"] = _tag("step-start")
 
 
-@dataclass(frozen=True)
-class StepFinish:
-    id: str
-    reason: str
-    cost: float
-    tokens: TokenUsage
+_MODELED_PARTS = frozenset({"text", "reasoning", "tool", "step-start"})
 
 
-@dataclass(frozen=True)
-class FilePart:
-    id: str
-    mime: str
-    url: str
-    filename: str | None = None
+def _unmodeled_part(part_type: str) -> str:
+    if part_type in _MODELED_PARTS:
+        raise ValueError(f"malformed {part_type!r} part")
+    return part_type
 
 
 @dataclass(frozen=True)
 class OtherPart:
+    """Any part type we do not model (step-finish, file, patch, agent, subtask, ...)."""
+
     id: str
+    type: Annotated[str, AfterValidator(_unmodeled_part)]
+
+
+Part = Annotated[
+    Annotated[TextPart | ReasoningPart | ToolPart | StepStart, Field(discriminator="type")]
+    | OtherPart,
+    Field(union_mode="left_to_right"),
+]
+
+
+@dataclass(frozen=True)
+class MessageError:
+    """A provider or agent error such as APIError or MessageAbortedError."""
+
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        message = self.data.get("message")
+        return message if isinstance(message, str) else ""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A user or assistant message; an assistant message is finished once `completed`."""
+
+    id: str
+    role: Literal["user", "assistant"]
+    completed_at: Annotated[float | None, _at("time", "completed")] = None
+    parent_id: Annotated[str | None, _at("parentID")] = None
+    provider_id: Annotated[str | None, _at("providerID")] = None
+    model_id: Annotated[str | None, _at("modelID")] = None
+    finish: str | None = None
+    error: MessageError | None = None
+    cost: float = 0.0
+    tokens: TokenUsage = TokenUsage()
+
+    @property
+    def completed(self) -> bool:
+        return self.role == "user" or self.completed_at is not None
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """`busy`, `retry` (with attempt, message, next = epoch ms) or `idle`; a newer type is
+    kept as it is, for callers to ignore."""
+
     type: str
+    attempt: int | None = None
+    message: str | None = None
+    next: int | None = None
 
 
-Part = TextPart | ReasoningPart | ToolPart | StepStart | StepFinish | FilePart | OtherPart
+@dataclass(frozen=True)
+class PermissionRequest:
+    id: str
+    session_id: Annotated[str, _at("sessionID")]
+    permission: str
+    patterns: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    always: tuple[str, ...] = ()
+    message_id: Annotated[str | None, _at("tool", "messageID")] = None
+    call_id: Annotated[str | None, _at("tool", "callID")] = None
 
 
-def token_usage(tokens: WireTokens) -> TokenUsage:
-    return TokenUsage(
-        input=tokens.input,
-        output=tokens.output,
-        reasoning=tokens.reasoning,
-        cache_read=tokens.cache.read,
-        cache_write=tokens.cache.write,
-    )
+@dataclass(frozen=True)
+class QuestionOption:
+    label: str
+    description: str = ""
 
 
-def part_from_wire(part: PartWire) -> Part:
-    """Convert a validated wire part (e.g. from `OpenCodeClient.messages`) to its dataclass."""
-    match part:
-        case TextPartWire():
-            ended = part.time is not None and part.time.end is not None
-            return TextPart(part.id, part.text, synthetic=part.synthetic, ended=ended)
-        case ReasoningPartWire():
-            ended = part.time is not None and part.time.end is not None
-            return ReasoningPart(part.id, part.text, ended=ended)
-        case ToolPartWire():
-            state = part.state
-            return ToolPart(
-                id=part.id,
-                call_id=part.call_id,
-                tool=part.tool,
-                status=state.status,
-                title=state.title,
-                input=state.input,
-                output=state.output,
-                error=state.error,
-                metadata=state.metadata,
-            )
-        case StepStartPartWire():
-            return StepStart(part.id)
-        case StepFinishPartWire():
-            return StepFinish(part.id, part.reason, part.cost, token_usage(part.tokens))
-        case FilePartWire():
-            return FilePart(part.id, part.mime, part.url, part.filename)
-        case _:
-            return OtherPart(part.id, part.type)
+@dataclass(frozen=True)
+class Question:
+    question: str
+    header: str = ""
+    options: tuple[QuestionOption, ...] = ()
+    multiple: bool = False
+    custom: bool = True  # OpenCode's documented default: typing a custom answer is allowed
+
+
+@dataclass(frozen=True)
+class QuestionRequest:
+    id: str
+    session_id: Annotated[str, _at("sessionID")]
+    questions: tuple[Question, ...]
+    message_id: Annotated[str | None, _at("tool", "messageID")] = None
+    call_id: Annotated[str | None, _at("tool", "callID")] = None
 
 
 # ---------------------------------------------------------------------------------------------
 # Events
 
+_SESSION_ID = AliasChoices(
+    AliasPath("properties", "sessionID"),
+    AliasPath("properties", "info", "sessionID"),
+    AliasPath("properties", "part", "sessionID"),
+)
+SessionId = Annotated[str, Field(validation_alias=_SESSION_ID)]
+# `session.*` events of older servers only name the session as their `info.id`.
+InfoSessionId = Annotated[
+    str,
+    Field(
+        validation_alias=AliasChoices(*_SESSION_ID.choices, AliasPath("properties", "info", "id"))
+    ),
+]
+
 
 @dataclass(frozen=True)
 class ServerConnected:
-    pass
+    type: Literal["server.connected"] = _tag("server.connected")
 
 
 @dataclass(frozen=True)
 class ServerHeartbeat:
-    pass
-
-
-@dataclass(frozen=True)
-class ServerInstanceDisposed:
-    directory: str
-
-
-StatusType = Literal["idle", "busy", "retry"]
+    type: Literal["server.heartbeat"] = _tag("server.heartbeat")
 
 
 @dataclass(frozen=True)
 class SessionStatusChanged:
-    """`retry` carries the attempt number, the provider's message and the next try (epoch ms)."""
-
-    session_id: str
-    status: StatusType
-    attempt: int | None = None
-    message: str | None = None
-    next_ms: int | None = None
+    session_id: SessionId
+    status: Annotated[SessionStatus, _prop("status")]
+    type: Literal["session.status"] = _tag("session.status")
 
 
 @dataclass(frozen=True)
 class SessionIdle:
     """May arrive twice per turn (abort, provider error); treat as idempotent."""
 
-    session_id: str
+    session_id: SessionId
+    type: Literal["session.idle"] = _tag("session.idle")
 
 
 @dataclass(frozen=True)
 class SessionError:
     """`name` is e.g. APIError, MessageAbortedError, ProviderAuthError, UnknownError."""
 
-    session_id: str | None
-    name: str
-    message: str
+    session_id: Annotated[str | None, _prop("sessionID")] = None
+    name: Annotated[str, _prop("error", "name")] = "UnknownError"
+    message: Annotated[str | None, _prop("error", "data", "message")] = None
+    type: Literal["session.error"] = _tag("session.error")
 
 
 @dataclass(frozen=True)
 class SessionCreated:
-    session_id: str
-    parent_id: str | None
-    title: str
+    session_id: InfoSessionId
+    parent_id: Annotated[str | None, _prop("info", "parentID")] = None
+    title: Annotated[str, _prop("info", "title")] = ""
+    type: Literal["session.created"] = _tag("session.created")
 
 
 @dataclass(frozen=True)
 class SessionUpdated:
-    session_id: str
-    title: str
-    parent_id: str | None
-
-
-@dataclass(frozen=True)
-class SessionDeleted:
-    session_id: str
+    session_id: InfoSessionId
+    title: Annotated[str, _prop("info", "title")] = ""
+    parent_id: Annotated[str | None, _prop("info", "parentID")] = None
+    type: Literal["session.updated"] = _tag("session.updated")
 
 
 @dataclass(frozen=True)
 class MessageUpdated:
-    """An assistant message is finished once `completed`; a user message always is."""
-
-    session_id: str
-    message_id: str
-    role: Literal["user", "assistant"]
-    completed: bool
-    finish: str | None = None
-    error_name: str | None = None
-    error_message: str | None = None
-    cost: float = 0.0
-    tokens: TokenUsage = TokenUsage()
-    parent_id: str | None = None
-
-
-@dataclass(frozen=True)
-class MessageRemoved:
-    session_id: str
-    message_id: str
+    session_id: SessionId
+    info: Annotated[Message, _prop("info")]
+    type: Literal["message.updated"] = _tag("message.updated")
 
 
 @dataclass(frozen=True)
 class PartUpdated:
     """The full current state of a part (1.18 sends no delta here)."""
 
-    session_id: str
-    message_id: str
-    part: Part
+    session_id: SessionId
+    message_id: Annotated[str, _prop("part", "messageID")]
+    part: Annotated[Part, _prop("part")]
+    type: Literal["message.part.updated"] = _tag("message.part.updated")
 
 
 @dataclass(frozen=True)
@@ -261,410 +308,154 @@ class PartDelta:
     """Text appended to a part's `field` (`"text"` for text and reasoning parts alike). The part
     may never have been announced by a PartUpdated: create it on its first delta."""
 
-    session_id: str
-    message_id: str
-    part_id: str
-    field: str
-    delta: str
+    session_id: SessionId
+    message_id: Annotated[str, _prop("messageID")]
+    part_id: Annotated[str, _prop("partID")]
+    delta: Annotated[str, _prop("delta")]
+    field: Annotated[str, _prop("field")] = "text"
+    type: Literal["message.part.delta"] = _tag("message.part.delta")
+
+
+class _Asked:
+    """An asked event's session and request id, which are its request's."""
+
+    request: PermissionRequest | QuestionRequest
+
+    @property
+    def session_id(self) -> str:
+        return self.request.session_id
+
+    @property
+    def request_id(self) -> str:
+        return self.request.id
 
 
 @dataclass(frozen=True)
-class PartRemoved:
-    session_id: str
-    message_id: str
-    part_id: str
+class PermissionAsked(_Asked):
+    """The agent waits for a permission; `PermissionAsked(request)` is the event for a request
+    listed by `GET /permission` (asked while nobody was listening)."""
 
-
-@dataclass(frozen=True)
-class PermissionAsked:
-    request_id: str
-    session_id: str
-    permission: str
-    patterns: tuple[str, ...]
-    metadata: Mapping[str, Any]
-    always: tuple[str, ...]
-    message_id: str | None = None
-    call_id: str | None = None
+    request: Annotated[PermissionRequest, _at("properties")]
+    type: Literal["permission.asked"] = _tag("permission.asked")
 
 
 @dataclass(frozen=True)
 class PermissionReplied:
-    session_id: str
-    request_id: str
-    reply: str
-
-
-class QuestionOption(NamedTuple):
-    label: str
-    description: str
+    # 0.x servers said permissionID/response; 1.18 says requestID/reply.
+    session_id: SessionId
+    request_id: Annotated[str, _prop_either("requestID", "permissionID")]
+    reply: Annotated[str, _prop_either("reply", "response")]
+    type: Literal["permission.replied"] = _tag("permission.replied")
 
 
 @dataclass(frozen=True)
-class Question:
-    question: str
-    header: str
-    options: tuple[QuestionOption, ...]
-    multiple: bool = False
-    custom: bool = True
+class QuestionAsked(_Asked):
+    """The agent asks the user; `QuestionAsked(request)` is the event for a request listed by
+    `GET /question`."""
 
-
-@dataclass(frozen=True)
-class QuestionAsked:
-    request_id: str
-    session_id: str
-    questions: tuple[Question, ...]
-    message_id: str | None = None
-    call_id: str | None = None
+    request: Annotated[QuestionRequest, _at("properties")]
+    type: Literal["question.asked"] = _tag("question.asked")
 
 
 @dataclass(frozen=True)
 class QuestionReplied:
-    session_id: str
-    request_id: str
-    answers: tuple[tuple[str, ...], ...]
+    session_id: SessionId
+    request_id: Annotated[str, _prop("requestID")]
+    answers: Annotated[tuple[tuple[str, ...], ...], _prop("answers")] = ()
+    type: Literal["question.replied"] = _tag("question.replied")
 
 
 @dataclass(frozen=True)
 class QuestionRejected:
-    session_id: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class Todo:
-    content: str
-    status: str
-    priority: str
-
-
-@dataclass(frozen=True)
-class TodoUpdated:
-    session_id: str
-    todos: tuple[Todo, ...]
+    session_id: SessionId
+    request_id: Annotated[str, _prop("requestID")]
+    type: Literal["question.rejected"] = _tag("question.rejected")
 
 
 Event = (
     ServerConnected
     | ServerHeartbeat
-    | ServerInstanceDisposed
     | SessionStatusChanged
     | SessionIdle
     | SessionError
     | SessionCreated
     | SessionUpdated
-    | SessionDeleted
     | MessageUpdated
-    | MessageRemoved
     | PartUpdated
     | PartDelta
-    | PartRemoved
     | PermissionAsked
     | PermissionReplied
     | QuestionAsked
     | QuestionReplied
     | QuestionRejected
-    | TodoUpdated
 )
-
-
-@dataclass(frozen=True)
-class ParsedFrame:
-    """An event plus the instance directory of its `/global/event` envelope (None on `/event`
-    frames and on server-wide frames such as heartbeats)."""
-
-    event: Event
-    directory: str | None
-
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
 
-
-def parse_event(frame: Mapping[str, Any]) -> Event | None:
-    """Parse one SSE frame (either envelope); None for unknown or irrelevant types."""
-    parsed = parse_frame(frame)
-    return parsed.event if parsed is not None else None
+EVENT_TYPES: frozenset[str] = frozenset(
+    str(f.default) for kind in get_args(Event) for f in fields(kind) if f.name == "type"
+)
 
 
-def parse_frame(frame: Mapping[str, Any]) -> ParsedFrame | None:
-    """Like `parse_event`, keeping the `/global/event` envelope's directory."""
+def _unmodeled_event(event_type: str) -> str:
+    if event_type in EVENT_TYPES:
+        raise ValueError(f"malformed {event_type!r} frame")
+    return event_type
+
+
+@dataclass(frozen=True)
+class _Unmodeled:
+    """A frame of a type we do not model (`sync`, `session.diff`, `lsp.updated`, ...)."""
+
+    type: Annotated[str, AfterValidator(_unmodeled_event)]
+
+
+_Frame = Annotated[
+    Annotated[Event, Field(discriminator="type")] | _Unmodeled,
+    Field(union_mode="left_to_right"),
+]
+
+
+@dataclass(frozen=True)
+class _GlobalFrame:
+    payload: _Frame
+
+
+_EVENT_FRAME: TypeAdapter[Event | _Unmodeled] = TypeAdapter(_Frame)
+_GLOBAL_FRAME: TypeAdapter[_GlobalFrame] = TypeAdapter(_GlobalFrame)
+
+
+def parse_event(frame: Any) -> Event | None:
+    """Parse one decoded SSE frame (either envelope); None for unmodeled types."""
     if not isinstance(frame, Mapping):
         raise EventParseError(f"frame is not an object: {type(frame).__name__}")
-    directory: str | None = None
-    inner: Any = frame
-    if "payload" in frame:
-        inner = frame["payload"]
-        envelope_directory = frame.get("directory")
-        directory = envelope_directory if isinstance(envelope_directory, str) else None
-        if not isinstance(inner, Mapping):
-            raise EventParseError("global frame payload is not an object")
-    event_type = inner.get("type")
-    if not isinstance(event_type, str):
-        raise EventParseError("frame has no string 'type'")
-    handler = _HANDLERS.get(event_type)
-    if handler is None:
-        return None
-    props = inner.get("properties", {})
-    if not isinstance(props, Mapping):
-        raise EventParseError(f"{event_type}: 'properties' is not an object")
     try:
-        event = handler(props)
+        if "payload" in frame:
+            return _event_of(_GLOBAL_FRAME.validate_python(frame).payload)
+        return _event_of(_EVENT_FRAME.validate_python(frame))
     except ValidationError as exc:
-        raise EventParseError(f"{event_type}: {_brief(exc)}") from exc
-    return ParsedFrame(event, directory) if event is not None else None
+        raise EventParseError(_brief(exc)) from exc
+
+
+def parse_event_json(data: str | bytes, *, envelope: bool) -> Event | None:
+    """Parse one SSE frame's `data` straight from JSON; `envelope` for `/global/event` frames.
+
+    Raises EventParseError for malformed frames, including data that is not JSON."""
+    try:
+        if envelope:
+            return _event_of(_GLOBAL_FRAME.validate_json(data).payload)
+        return _event_of(_EVENT_FRAME.validate_json(data))
+    except ValidationError as exc:
+        raise EventParseError(_brief(exc)) from exc
+
+
+def _event_of(parsed: Event | _Unmodeled) -> Event | None:
+    return None if isinstance(parsed, _Unmodeled) else parsed
 
 
 def _brief(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    location = ".".join(str(item) for item in first["loc"]) or "<root>"
+    steps = [str(step) for step in first["loc"] if not str(step).startswith("tagged-union[")]
+    location = ".".join(steps) or "<root>"
     return f"{location}: {first['msg']} ({exc.error_count()} error(s))"
-
-
-_MESSAGE_INFO: TypeAdapter[Any] = TypeAdapter(MessageInfo)
-_PART: TypeAdapter[Any] = TypeAdapter(PartWire)
-
-
-def _optional_str(props: Mapping[str, Any], key: str) -> str | None:
-    value = props.get(key)
-    return value if isinstance(value, str) else None
-
-
-def _require_str(props: Mapping[str, Any], key: str, event_type: str) -> str:
-    value = props.get(key)
-    if not isinstance(value, str):
-        raise EventParseError(f"{event_type}: missing string '{key}'")
-    return value
-
-
-def _nested_str(props: Mapping[str, Any], outer: str, key: str) -> str | None:
-    container = props.get(outer)
-    return _optional_str(container, key) if isinstance(container, Mapping) else None
-
-
-def _session_id(props: Mapping[str, Any], event_type: str, *, info_id: bool = False) -> str:
-    """sessionID with the fallbacks of older servers (see the module docstring)."""
-    candidates = [
-        _optional_str(props, "sessionID"),
-        _nested_str(props, "info", "sessionID"),
-        _nested_str(props, "part", "sessionID"),
-    ]
-    if info_id:
-        candidates.append(_nested_str(props, "info", "id"))
-    for candidate in candidates:
-        if candidate:
-            return candidate
-    raise EventParseError(f"{event_type}: no session id")
-
-
-def _session_status(props: Mapping[str, Any]) -> SessionStatusChanged | None:
-    session_id = _session_id(props, "session.status")
-    status_value = props.get("status")
-    if isinstance(status_value, Mapping) and status_value.get("type") not in (
-        "idle",
-        "busy",
-        "retry",
-    ):
-        return None  # a status type newer than 1.18: ignore rather than guess
-    status = SessionStatus.model_validate(status_value)
-    return SessionStatusChanged(
-        session_id=session_id,
-        status=status.type,
-        attempt=status.attempt,
-        message=status.message,
-        next_ms=status.next,
-    )
-
-
-def _session_error(props: Mapping[str, Any]) -> SessionError:
-    session_id = _optional_str(props, "sessionID")
-    error = props.get("error")
-    if error is None:
-        return SessionError(session_id, "UnknownError", "")
-    if not isinstance(error, Mapping):
-        raise EventParseError("session.error: 'error' is not an object")
-    name = _optional_str(error, "name") or "UnknownError"
-    data = error.get("data")
-    message = _optional_str(data, "message") if isinstance(data, Mapping) else None
-    return SessionError(session_id, name, message or "")
-
-
-def _session_info(props: Mapping[str, Any], event_type: str) -> tuple[str, str, str | None]:
-    session_id = _session_id(props, event_type, info_id=True)
-    info = props.get("info")
-    if not isinstance(info, Mapping):
-        raise EventParseError(f"{event_type}: missing object 'info'")
-    title = _optional_str(info, "title") or ""
-    return session_id, title, _optional_str(info, "parentID")
-
-
-def _session_created(props: Mapping[str, Any]) -> SessionCreated:
-    session_id, title, parent_id = _session_info(props, "session.created")
-    return SessionCreated(session_id, parent_id, title)
-
-
-def _session_updated(props: Mapping[str, Any]) -> SessionUpdated:
-    session_id, title, parent_id = _session_info(props, "session.updated")
-    return SessionUpdated(session_id, title, parent_id)
-
-
-def _session_deleted(props: Mapping[str, Any]) -> SessionDeleted:
-    return SessionDeleted(_session_id(props, "session.deleted", info_id=True))
-
-
-def _message_updated(props: Mapping[str, Any]) -> MessageUpdated:
-    session_id = _session_id(props, "message.updated")
-    info = _MESSAGE_INFO.validate_python(props.get("info"))
-    if not isinstance(info, AssistantMessage):
-        return MessageUpdated(session_id, info.id, "user", completed=True)
-    return MessageUpdated(
-        session_id=session_id,
-        message_id=info.id,
-        role="assistant",
-        completed=info.completed,
-        finish=info.finish,
-        error_name=info.error.name if info.error else None,
-        error_message=info.error.message if info.error else None,
-        cost=info.cost,
-        tokens=token_usage(info.tokens),
-        parent_id=info.parent_id,
-    )
-
-
-def _message_removed(props: Mapping[str, Any]) -> MessageRemoved:
-    session_id = _session_id(props, "message.removed")
-    return MessageRemoved(session_id, _require_str(props, "messageID", "message.removed"))
-
-
-def _part_updated(props: Mapping[str, Any]) -> PartUpdated:
-    session_id = _session_id(props, "message.part.updated")
-    wire_part = _PART.validate_python(props.get("part"))
-    message_id = wire_part.message_id
-    if message_id is None:
-        raise EventParseError("message.part.updated: part has no messageID")
-    return PartUpdated(session_id, message_id, part_from_wire(wire_part))
-
-
-def _part_delta(props: Mapping[str, Any]) -> PartDelta:
-    kind = "message.part.delta"
-    return PartDelta(
-        session_id=_session_id(props, kind),
-        message_id=_require_str(props, "messageID", kind),
-        part_id=_require_str(props, "partID", kind),
-        field=_optional_str(props, "field") or "text",
-        delta=_require_str(props, "delta", kind),
-    )
-
-
-def _part_removed(props: Mapping[str, Any]) -> PartRemoved:
-    kind = "message.part.removed"
-    return PartRemoved(
-        session_id=_session_id(props, kind),
-        message_id=_require_str(props, "messageID", kind),
-        part_id=_require_str(props, "partID", kind),
-    )
-
-
-def _permission_asked(props: Mapping[str, Any]) -> PermissionAsked:
-    request = PermissionRequest.model_validate(props)
-    return PermissionAsked(
-        request_id=request.id,
-        session_id=request.session_id,
-        permission=request.permission,
-        patterns=tuple(request.patterns),
-        metadata=request.metadata,
-        always=tuple(request.always),
-        message_id=request.tool.message_id if request.tool else None,
-        call_id=request.tool.call_id if request.tool else None,
-    )
-
-
-def _permission_replied(props: Mapping[str, Any]) -> PermissionReplied:
-    kind = "permission.replied"
-    # 0.x servers said permissionID/response; 1.18 says requestID/reply.
-    request_id = _optional_str(props, "requestID") or _optional_str(props, "permissionID")
-    reply = _optional_str(props, "reply") or _optional_str(props, "response")
-    if request_id is None or reply is None:
-        raise EventParseError(f"{kind}: missing requestID or reply")
-    return PermissionReplied(_session_id(props, kind), request_id, reply)
-
-
-def question_from_wire(info: QuestionInfo) -> Question:
-    return Question(
-        question=info.question,
-        header=info.header,
-        options=tuple(QuestionOption(o.label, o.description) for o in info.options),
-        multiple=info.multiple,
-        custom=info.custom,
-    )
-
-
-def _question_asked(props: Mapping[str, Any]) -> QuestionAsked:
-    request = QuestionRequest.model_validate(props)
-    return QuestionAsked(
-        request_id=request.id,
-        session_id=request.session_id,
-        questions=tuple(question_from_wire(q) for q in request.questions),
-        message_id=request.tool.message_id if request.tool else None,
-        call_id=request.tool.call_id if request.tool else None,
-    )
-
-
-def _question_replied(props: Mapping[str, Any]) -> QuestionReplied:
-    kind = "question.replied"
-    answers = props.get("answers", [])
-    if not isinstance(answers, list) or not all(
-        isinstance(answer, list) and all(isinstance(label, str) for label in answer)
-        for answer in answers
-    ):
-        raise EventParseError(f"{kind}: 'answers' is not a list of label lists")
-    return QuestionReplied(
-        session_id=_session_id(props, kind),
-        request_id=_require_str(props, "requestID", kind),
-        answers=tuple(tuple(answer) for answer in answers),
-    )
-
-
-def _question_rejected(props: Mapping[str, Any]) -> QuestionRejected:
-    kind = "question.rejected"
-    return QuestionRejected(_session_id(props, kind), _require_str(props, "requestID", kind))
-
-
-def _todo_updated(props: Mapping[str, Any]) -> TodoUpdated:
-    todos = props.get("todos", [])
-    if not isinstance(todos, list):
-        raise EventParseError("todo.updated: 'todos' is not a list")
-    parsed = tuple(TodoWire.model_validate(todo) for todo in todos)
-    return TodoUpdated(
-        session_id=_session_id(props, "todo.updated"),
-        todos=tuple(Todo(t.content, t.status, t.priority) for t in parsed),
-    )
-
-
-def _instance_disposed(props: Mapping[str, Any]) -> ServerInstanceDisposed:
-    return ServerInstanceDisposed(
-        _require_str(props, "directory", "server.instance.disposed"),
-    )
-
-
-_HANDLERS: dict[str, Callable[[Mapping[str, Any]], Event | None]] = {
-    "server.connected": lambda _props: ServerConnected(),
-    "server.heartbeat": lambda _props: ServerHeartbeat(),
-    "server.instance.disposed": _instance_disposed,
-    "session.status": _session_status,
-    "session.idle": lambda props: SessionIdle(_session_id(props, "session.idle")),
-    "session.error": _session_error,
-    "session.created": _session_created,
-    "session.updated": _session_updated,
-    "session.deleted": _session_deleted,
-    "message.updated": _message_updated,
-    "message.removed": _message_removed,
-    "message.part.updated": _part_updated,
-    "message.part.delta": _part_delta,
-    "message.part.removed": _part_removed,
-    "permission.asked": _permission_asked,
-    "permission.replied": _permission_replied,
-    "question.asked": _question_asked,
-    "question.replied": _question_replied,
-    "question.rejected": _question_rejected,
-    "todo.updated": _todo_updated,
-}

@@ -1,15 +1,17 @@
-"""Pydantic models of the OpenCode 1.18 JSON bodies (responses, event properties, inputs).
+"""Pydantic models of the OpenCode 1.18 REST bodies that no event carries.
 
-Every model ignores unknown keys and accepts both the wire's camelCase names (`sessionID`) and
-our snake_case field names. Defaults are chosen so that optional wire fields never fail
-validation; unknown part types become `OtherPartWire`.
+Messages, parts, statuses and permission/question requests are shared with the event stream
+and live in events.py. Every model ignores unknown keys and accepts both the wire's camelCase
+names (`projectID`) and our snake_case field names.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Field
+
+from oc_outpost.opencode.events import Message, Part, TokenUsage
 
 
 class WireModel(BaseModel):
@@ -19,19 +21,6 @@ class WireModel(BaseModel):
 class Health(WireModel):
     healthy: bool
     version: str | None = None
-
-
-class CacheTokens(WireModel):
-    read: int = 0
-    write: int = 0
-
-
-class Tokens(WireModel):
-    input: int = 0
-    output: int = 0
-    reasoning: int = 0
-    cache: CacheTokens = CacheTokens()
-    total: int | None = None
 
 
 class SessionTime(WireModel):
@@ -51,209 +40,14 @@ class Session(WireModel):
     agent: str | None = None
     time: SessionTime
     cost: float | None = None
-    tokens: Tokens | None = None
-
-
-class MessageTime(WireModel):
-    created: int
-    completed: int | None = None
-
-
-class MessageError(WireModel):
-    """A provider or agent error such as APIError or MessageAbortedError."""
-
-    name: str
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def message(self) -> str:
-        message = self.data.get("message")
-        return message if isinstance(message, str) else ""
-
-
-class ModelRef(WireModel):
-    provider_id: str = Field(alias="providerID")
-    model_id: str = Field(alias="modelID")
-
-
-class UserMessage(WireModel):
-    id: str
-    session_id: str = Field(alias="sessionID")
-    role: Literal["user"]
-    time: MessageTime
-    agent: str | None = None
-    model: ModelRef | None = None
-
-    @property
-    def completed(self) -> bool:
-        return True
-
-
-class AssistantMessage(WireModel):
-    id: str
-    session_id: str = Field(alias="sessionID")
-    role: Literal["assistant"]
-    time: MessageTime
-    parent_id: str | None = Field(None, alias="parentID")
-    provider_id: str | None = Field(None, alias="providerID")
-    model_id: str | None = Field(None, alias="modelID")
-    agent: str | None = None
-    finish: str | None = None
-    error: MessageError | None = None
-    cost: float = 0.0
-    tokens: Tokens = Tokens()
-
-    @property
-    def completed(self) -> bool:
-        return self.time.completed is not None
-
-
-MessageInfo = Annotated[UserMessage | AssistantMessage, Field(discriminator="role")]
-
-
-class PartTime(WireModel):
-    start: int | None = None
-    end: int | None = None
-
-
-class _PartBase(WireModel):
-    id: str
-    session_id: str | None = Field(None, alias="sessionID")
-    message_id: str | None = Field(None, alias="messageID")
-
-
-class TextPartWire(_PartBase):
-    type: Literal["text"]
-    text: str = ""
-    synthetic: bool = False
-    ignored: bool = False
-    time: PartTime | None = None
-
-
-class ReasoningPartWire(_PartBase):
-    type: Literal["reasoning"]
-    text: str = ""
-    time: PartTime | None = None
-
-
-class ToolState(WireModel):
-    """One state of a tool call. Known `status` values: pending, running, completed, error."""
-
-    status: str
-    input: dict[str, Any] = Field(default_factory=dict)
-    output: str | None = None
-    error: str | None = None
-    title: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    time: PartTime | None = None
-
-
-class ToolPartWire(_PartBase):
-    type: Literal["tool"]
-    call_id: str = Field("", alias="callID")
-    tool: str
-    state: ToolState
-
-
-class StepStartPartWire(_PartBase):
-    type: Literal["step-start"]
-
-
-class StepFinishPartWire(_PartBase):
-    type: Literal["step-finish"]
-    reason: str = ""
-    cost: float = 0.0
-    tokens: Tokens = Tokens()
-
-
-class FilePartWire(_PartBase):
-    type: Literal["file"]
-    mime: str = ""
-    url: str = ""
-    filename: str | None = None
-
-
-class OtherPartWire(_PartBase):
-    """Any part type we do not model (patch, agent, subtask, retry, compaction, ...)."""
-
-    type: str
-
-
-_KNOWN_PART_TYPES = frozenset({"text", "reasoning", "tool", "step-start", "step-finish", "file"})
-
-
-def _part_tag(value: Any) -> str:
-    part_type = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if isinstance(part_type, str) and part_type in _KNOWN_PART_TYPES:
-        return part_type
-    return "other"
-
-
-PartWire = Annotated[
-    Annotated[TextPartWire, Tag("text")]
-    | Annotated[ReasoningPartWire, Tag("reasoning")]
-    | Annotated[ToolPartWire, Tag("tool")]
-    | Annotated[StepStartPartWire, Tag("step-start")]
-    | Annotated[StepFinishPartWire, Tag("step-finish")]
-    | Annotated[FilePartWire, Tag("file")]
-    | Annotated[OtherPartWire, Tag("other")],
-    Discriminator(_part_tag),
-]
+    tokens: TokenUsage | None = None
 
 
 class MessageWithParts(WireModel):
-    info: MessageInfo
-    parts: list[PartWire] = Field(default_factory=list)
+    """One entry of `GET /session/{id}/message`."""
 
-
-class SessionStatus(WireModel):
-    """`busy`, `retry` (with attempt, message, next = epoch ms) or `idle`."""
-
-    type: Literal["idle", "busy", "retry"]
-    attempt: int | None = None
-    message: str | None = None
-    next: int | None = None
-
-
-class ToolRef(WireModel):
-    message_id: str = Field(alias="messageID")
-    call_id: str = Field(alias="callID")
-
-
-class PermissionRequest(WireModel):
-    id: str
-    session_id: str = Field(alias="sessionID")
-    permission: str
-    patterns: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    always: list[str] = Field(default_factory=list)
-    tool: ToolRef | None = None
-
-
-class QuestionOptionWire(WireModel):
-    label: str
-    description: str = ""
-
-
-class QuestionInfo(WireModel):
-    question: str
-    header: str = ""
-    options: list[QuestionOptionWire] = Field(default_factory=list)
-    multiple: bool = False
-    custom: bool = True  # OpenCode's documented default: typing a custom answer is allowed
-
-
-class QuestionRequest(WireModel):
-    id: str
-    session_id: str = Field(alias="sessionID")
-    questions: list[QuestionInfo]
-    tool: ToolRef | None = None
-
-
-class TodoWire(WireModel):
-    content: str
-    status: str = ""
-    priority: str = ""
+    info: Message
+    parts: tuple[Part, ...] = ()
 
 
 class TextInput(WireModel):

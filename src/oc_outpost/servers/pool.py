@@ -47,9 +47,6 @@ class PortPool:
     def used(self) -> int:
         return len(self._taken)
 
-    def in_use(self) -> frozenset[int]:
-        return frozenset(self._taken)
-
     def __contains__(self, port: object) -> bool:
         return port in self._range
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from oc_outpost.metrics import Metrics
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.stream import DEFAULT_BACKOFF, DEFAULT_PATH, EventStream
@@ -38,8 +39,10 @@ class EventStreams:
         watchdog_s: float = DEFAULT_WATCHDOG_S,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._listener = listener
+        self._metrics = metrics or Metrics()
         self._watchdog_s = watchdog_s
         self._backoff = tuple(backoff)
         self._clock = clock
@@ -80,6 +83,7 @@ class EventStreams:
 
         async def on_reconnect() -> None:
             log.info("event stream of %s reconnected; reconciling", instance_id)
+            self._metrics.stream_reconnected()
             await listener.on_reconnect(instance_id, client)
 
         stream = EventStream(

@@ -76,7 +76,8 @@ class Supervisor:
             await self._crashed(slot, f"the process exited with code {server.returncode}")
             return
         try:
-            await client.health()
+            if not client.answered_within(self._config.health_interval_s):  # else: alive
+                await client.health()
         except OpenCodeError as exc:
             await self._health_failed(slot, exc)
             return

@@ -23,6 +23,7 @@ class ActiveTurnRecord:
     instance_id: str | None
     project_path: str
     started_at: int  # UTC seconds
+    progress_message_id: int | None = None  # the live progress message, once it was sent
 
 
 class ActiveTurnStore:
@@ -62,6 +63,11 @@ def _decode(key: str, value: str) -> ActiveTurnRecord:
             instance_id=data.get("instance_id"),
             project_path=str(data["project_path"]),
             started_at=int(data["started_at"]),
+            progress_message_id=_optional_int(data.get("progress_message_id")),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"bot_state {key!r} is not an active turn record: {exc}") from exc
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]

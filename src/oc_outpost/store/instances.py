@@ -74,20 +74,6 @@ class InstanceStore:
         )
         return None if row is None else _to_instance(row)
 
-    async def get_by_port(self, port: int) -> InstanceInfo | None:
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM instances WHERE port = ? {_PREFERRED_FIRST}", (port,)
-        )
-        return None if row is None else _to_instance(row)
-
-    async def get_by_path(self, project_path: str) -> InstanceInfo | None:
-        """The instance for a project: running, else starting, else the most recently updated."""
-        row = await self._db.fetch_one(
-            f"SELECT {_COLUMNS} FROM instances WHERE project_path = ? {_PREFERRED_FIRST}",
-            (project_path,),
-        )
-        return None if row is None else _to_instance(row)
-
     async def all(self) -> list[InstanceInfo]:
         rows = await self._db.fetch_all(f"SELECT {_COLUMNS} FROM instances ORDER BY created_at, id")
         return [_to_instance(row) for row in rows]

@@ -72,4 +72,22 @@ TOPIC_MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE buttons (
+        token      TEXT PRIMARY KEY NOT NULL,
+        kind       TEXT NOT NULL,
+        topic_id   INTEGER NOT NULL,
+        payload    TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idx_buttons_created_at ON buttons(created_at);
+
+    CREATE TABLE button_presses (
+        query_id   TEXT PRIMARY KEY NOT NULL,
+        press_key  TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idx_button_presses_key ON button_presses(press_key, created_at);
+    CREATE INDEX idx_button_presses_created_at ON button_presses(created_at);
+    """,
 )

@@ -67,28 +67,6 @@ class TopicStore:
     async def by_instance(self, instance_id: str) -> list[TopicBinding]:
         return await self._select_where("instance_id = ?", instance_id)
 
-    async def update_session(
-        self, chat_id: int, topic_id: int, session_id: str | None, instance_id: str | None
-    ) -> TopicBinding:
-        """Point the topic at another session/instance. Raises NotFound."""
-        return await self._update(
-            chat_id,
-            topic_id,
-            "session_id = :session_id, instance_id = :instance_id",
-            {"session_id": session_id, "instance_id": instance_id},
-        )
-
-    async def toggle_streaming(self, chat_id: int, topic_id: int) -> bool:
-        """Flip the streaming flag in one statement and return its new value. Raises NotFound."""
-        binding = await self._update(
-            chat_id, topic_id, "streaming_enabled = 1 - streaming_enabled", {}
-        )
-        return binding.streaming_enabled
-
-    async def mark_renamed(self, chat_id: int, topic_id: int) -> TopicBinding:
-        """Record that the topic got its session title. Raises NotFound."""
-        return await self._update(chat_id, topic_id, "topic_name_updated = 1", {})
-
     async def delete(self, chat_id: int, topic_id: int) -> bool:
         """Remove the binding; returns whether it existed (deleting twice is harmless)."""
         changed = await self._db.execute(
@@ -96,10 +74,6 @@ class TopicStore:
             {"chat_id": chat_id, "topic_id": topic_id},
         )
         return changed > 0
-
-    async def stale(self, older_than_s: int) -> list[TopicBinding]:
-        """Bindings not updated for at least `older_than_s` seconds."""
-        return await self._select_where("updated_at <= ?", self._now() - older_than_s)
 
     async def _select_where(self, condition: str, value: object) -> list[TopicBinding]:
         rows = await self._db.fetch_all(

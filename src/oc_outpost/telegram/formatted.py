@@ -1,21 +1,28 @@
 """Styled text for Telegram: plain text plus entity ranges, split into messages that fit.
 
 A `Styled` holds text and `Span`s in code-point offsets plus the positions where a cut is best
-(block starts). `split()` cuts it into `Formatted` messages of at most `limit` UTF-16 code units:
-the parts' texts joined equal the original text, a span crossing a cut is continued in the next
-part (so a code block is re-opened with its language), and every entity's offset and length
-are in UTF-16 code units relative to its own part, as the Bot API wants them.
+(block starts). `split()` cuts it into `Formatted` messages of at most `limit` UTF-16 code units
+and at most `MAX_ENTITIES` entities: the parts' texts joined equal the original text, a span
+crossing a cut is continued in the next part (so a code block is re-opened with its language),
+and every entity's offset and length are in UTF-16 code units relative to its own part, as the
+Bot API wants them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 MESSAGE_LIMIT = 4096  # UTF-16 code units, after entity parsing
+# Telegram applies the first 100 formatting entities of a message and silently ignores the rest.
+MAX_ENTITIES = 100
 
 _SAFE_SCHEMES = ("http://", "https://", "mailto:", "tg://")
+# Kept first when a single message must drop entities: losing these loses content, not looks.
+_PRECIOUS_KINDS = ("text_link", "pre", "code")
 
 
 def utf16_len(text: str) -> int:
@@ -30,6 +37,33 @@ def is_safe_url(url: str) -> bool:
     """Only links a phone can open without surprises: web, mail and Telegram links."""
     lowered = url.strip().lower()
     return lowered.startswith(_SAFE_SCHEMES) and not any(c.isspace() for c in url.strip())
+
+
+def is_linkable_url(url: str) -> bool:
+    """Whether a safe URL can be the target of a tappable link in Telegram.
+
+    The Bot API refuses a text_link whose host has no dot (`http://localhost:3000`,
+    `http://intranet`: "Wrong HTTP URL") and turns `mailto:` into an http link; loopback and
+    IP-literal hosts are accepted but lead nowhere from a phone. Such links are written out as
+    text instead (see markdown.py).
+    """
+    lowered = url.strip().lower()
+    if lowered.startswith("tg://"):
+        return True
+    if not lowered.startswith(("http://", "https://")):
+        return False
+    try:
+        parts = urlsplit(url.strip())
+        host, _ = parts.hostname, parts.port  # .port raises on a malformed port
+    except ValueError:
+        return False
+    if not host or "." not in host or host.endswith(".localhost"):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,9 @@ class StyledBuilder:
             self._chunks.append(text)
             self._length += len(text)
 
+    def text_since(self, start: int) -> str:
+        return "".join(self._chunks)[start:]
+
     def mark_break(self) -> None:
         if self._length:
             self._breaks.add(self._length)
@@ -142,22 +179,36 @@ class StyledBuilder:
 # --- splitting ---------------------------------------------------------------------------------
 
 
-def split(text: Styled, limit: int = MESSAGE_LIMIT) -> list[Formatted]:
-    """Cut ``text`` into messages of at most ``limit`` UTF-16 units each (see module doc)."""
+def split(
+    text: Styled, limit: int = MESSAGE_LIMIT, max_entities: int | None = MAX_ENTITIES
+) -> list[Formatted]:
+    """Cut ``text`` into messages of at most ``limit`` UTF-16 units and ``max_entities``
+    entities each (see module doc); ``max_entities=None`` cuts by length only."""
     if limit < 2:
         raise ValueError("limit must leave room for at least one character")
-    cuts = _cut_points(text, limit)
+    cuts = _cut_points(text, limit, max_entities)
     bounds = list(zip([0, *cuts], [*cuts, len(text.text)], strict=True))
     return [_part(text, start, end) for start, end in bounds]
 
 
 def fit(text: Styled, limit: int = MESSAGE_LIMIT) -> Formatted:
-    """The first part only, marked with an ellipsis when something was cut off."""
-    parts = split(text, limit - 1)
-    if len(parts) == 1:
-        return parts[0]
+    """The first part only, marked with an ellipsis when something was cut off.
+
+    One message keeps all of its text: past `MAX_ENTITIES`, formatting is dropped instead
+    (links, code and pre blocks are kept first)."""
+    parts = split(text, limit - 1, max_entities=None)
     head = parts[0]
-    return Formatted(head.text.rstrip() + "…", _clip_entities(head.entities, head.text.rstrip()))
+    entities = _capped(head.entities)
+    if len(parts) == 1:
+        return replace(head, entities=entities)
+    return Formatted(head.text.rstrip() + "…", _clip_entities(entities, head.text.rstrip()))
+
+
+def _capped(entities: tuple[Entity, ...]) -> tuple[Entity, ...]:
+    if len(entities) <= MAX_ENTITIES:
+        return entities
+    ranked = sorted(entities, key=lambda e: e.type not in _PRECIOUS_KINDS)  # stable
+    return tuple(sorted(ranked[:MAX_ENTITIES], key=lambda e: (e.offset, -e.length)))
 
 
 def _clip_entities(entities: Sequence[Entity], text: str) -> tuple[Entity, ...]:
@@ -170,15 +221,34 @@ def _clip_entities(entities: Sequence[Entity], text: str) -> tuple[Entity, ...]:
     return tuple(clipped)
 
 
-def _cut_points(text: Styled, limit: int) -> list[int]:
+def _cut_points(text: Styled, limit: int, max_entities: int | None) -> list[int]:
     source = text.text
     breaks = sorted(text.breaks)
     cuts: list[int] = []
     start = 0
-    while (furthest := _fits_from(source, start, limit)) is not None:
+    while (furthest := _furthest_end(text, start, limit, max_entities)) is not None:
         start = _best_cut(source, breaks, start, furthest)
         cuts.append(start)
     return cuts
+
+
+def _furthest_end(text: Styled, start: int, limit: int, max_entities: int | None) -> int | None:
+    """None if text[start:] fits one message; else the furthest end a part from start may have."""
+    by_length = _fits_from(text.text, start, limit)
+    by_entities = None if max_entities is None else _entities_fit(text, start, max_entities)
+    ends = [end for end in (by_length, by_entities) if end is not None]
+    return min(ends) if ends else None
+
+
+def _entities_fit(text: Styled, start: int, max_entities: int) -> int | None:
+    """None if the spans from ``start`` on number at most ``max_entities``; else the furthest
+    end that keeps the part within that number (the start of the first span too many)."""
+    continued = sum(1 for s in text.spans if s.start < start < s.end)
+    later = sorted(s.start for s in text.spans if s.start >= start)
+    room = max(max_entities - continued, 0)
+    if len(later) <= room:
+        return None
+    return max(later[room], start + 1)
 
 
 def _fits_from(source: str, start: int, limit: int) -> int | None:

@@ -2,19 +2,28 @@
 
 Access control happens first, in one place (`guard`): only the configured chat and, when
 TELEGRAM_ALLOWED_USERS is set, only those users reach any other handler — messages, commands
-and button presses alike. Every reply goes to the topic where the command was typed; a
+and button presses alike. Messages sent on behalf of a chat (anonymous admins, the linked
+channel's automatic forwards) are never served. Only new messages run anything: an edit of a
+message is not a new prompt. Every reply goes to the topic where the command was typed; a
 `UserError` from core becomes a short ❌ reply there, anything else reaches `error`.
+
+A button press is answered at once, before its work: Telegram expires a press after some
+seconds, and a failed answer is only logged. The outcome shows in the message itself (core
+edits it), never as an error post.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, InlineKeyboardButton, Message, Update, User
+from telegram.constants import ChatType
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -30,6 +39,7 @@ from oc_outpost.core.chat import Attachment
 from oc_outpost.core.controller import Controller
 from oc_outpost.core.errors import BadRequest, UserError
 from oc_outpost.telegram import callbacks, render
+from oc_outpost.telegram.coalesce import CoalesceConfig, Coalescer, Piece, Sleep, ready
 from oc_outpost.telegram.formatted import plain
 from oc_outpost.telegram.view import TelegramChat
 
@@ -39,6 +49,13 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
 GENERIC_MIME = "application/octet-stream"
 SESSION_BUTTONS = 10
 PROJECT_BUTTONS = 48
+ANONYMOUS_ADMIN_ID = 1087968824  # GroupAnonymousBot: an admin posting as the group
+SERVICE_USER_ID = 777000  # "Telegram": automatic forwards from a linked channel
+ANONYMOUS_REPLY = (
+    "🕶 You are posting anonymously, so I cannot tell who you are and only allowed users may "
+    'use me. Turn off "Remain anonymous" in your admin rights for this group, then send it again.'
+)
+NEW_MESSAGES = filters.UpdateType.MESSAGE  # not edits: an edited message never runs again
 
 COMMANDS = [
     BotCommand("new", "Create a project, its topic and an OpenCode session"),
@@ -48,10 +65,14 @@ COMMANDS = [
     BotCommand("cancel", "Stop the running turn in this topic"),
     BotCommand("stream", "Live progress on or off in this topic"),
     BotCommand("session", "This topic's project, server, session and usage"),
+    BotCommand("ls", "Browse this topic's project files (-a: hidden too)"),
+    BotCommand("get", "Send one file of this topic's project"),
+    BotCommand("diff", "The project's uncommitted changes as a .diff"),
     BotCommand("link", "Bind this topic to a project directory"),
     BotCommand("disconnect", "Unlink this topic and close it (files stay)"),
     BotCommand("clear", "Unlink topics whose project or session is gone"),
     BotCommand("status", "Servers, approvals, Telegram budget, uptime"),
+    BotCommand("board", "Post the board of all topics in General anew"),
     BotCommand("help", "What you can do here"),
 ]
 
@@ -68,6 +89,24 @@ class AccessPolicy:
         if user_id is None:
             return False
         return not self.allowed_users or user_id in self.allowed_users
+
+
+def on_behalf_of_a_chat(message: Message) -> bool:
+    """Sent as a chat, not as a person: an anonymous admin or the linked channel."""
+    sender = message.from_user
+    return (
+        message.sender_chat is not None
+        or message.is_automatic_forward is True
+        or (sender is not None and sender.id in (ANONYMOUS_ADMIN_ID, SERVICE_USER_ID))
+    )
+
+
+def is_anonymous_admin(message: Message) -> bool:
+    sender = message.from_user
+    chat = message.sender_chat
+    return (sender is not None and sender.id == ANONYMOUS_ADMIN_ID) or (
+        chat is not None and chat.id == message.chat.id and chat.type != ChatType.CHANNEL
+    )
 
 
 def topic_of(message: Message) -> int | None:
@@ -87,7 +126,7 @@ def file_mime(name: str, declared: str, data: bytes) -> str:
     if declared != GENERIC_MIME:
         return declared
     guessed = mimetypes.guess_type(name)[0]
-    if guessed:
+    if guessed and guessed != GENERIC_MIME:
         return guessed
     try:
         data.decode("utf-8")
@@ -100,11 +139,35 @@ def _args(context: ContextTypes.DEFAULT_TYPE) -> str:
     return " ".join(context.args or [])
 
 
+def _command_argument(update: Update) -> str:
+    """Everything after the command, spacing kept (a path may contain double spaces)."""
+    message = update.effective_message
+    text = message.text if message is not None and message.text else ""
+    return text.partition(" ")[2] if " " in text.strip() else ""
+
+
 class Handlers:
-    def __init__(self, controller: Controller, chat: TelegramChat, policy: AccessPolicy) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        chat: TelegramChat,
+        policy: AccessPolicy,
+        coalesce: CoalesceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._controller = controller
         self._chat = chat
         self._policy = policy
+        self._prompts = Coalescer(self._send_prompt, coalesce, clock=clock, sleep=sleep)
+        self._work: dict[int, set[asyncio.Task[Any]]] = {}  # by update id
+
+    async def work_done(self, update_id: int) -> None:
+        """Wait for the work an update's handlers started in the background."""
+        tasks = self._work.pop(update_id, set())
+        if tasks:
+            await asyncio.wait(tasks)
 
     def install(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
@@ -122,14 +185,25 @@ class Handlers:
             "status": self.status,
             "clear": self.clear,
             "cancel": self.cancel,
+            "ls": self.ls,
+            "get": self.get,
+            "diff": self.diff,
         }
         for name, callback in commands.items():
-            app.add_handler(CommandHandler(name, callback))
-        app.add_handler(MessageHandler(filters.COMMAND, self.unknown_command))
-        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.text))
-        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self.file))
+            app.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
+        app.add_handler(MessageHandler(NEW_MESSAGES & filters.COMMAND, self.unknown_command))
+        app.add_handler(MessageHandler(NEW_MESSAGES & filters.TEXT & ~filters.COMMAND, self.text))
         app.add_handler(
-            MessageHandler(filters.StatusUpdate.FORUM_TOPIC_CREATED, self.topic_created)
+            MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self.file)
+        )
+        app.add_handler(MessageHandler(NEW_MESSAGES & (filters.VOICE | filters.AUDIO), self.voice))
+        app.add_handler(
+            MessageHandler(NEW_MESSAGES & (filters.PHOTO | filters.Document.ALL), self.file)
+        )
+        app.add_handler(
+            MessageHandler(
+                NEW_MESSAGES & filters.StatusUpdate.FORUM_TOPIC_CREATED, self.topic_created
+            )
         )
         app.add_handler(CallbackQueryHandler(self.button))
         app.add_error_handler(self.error)
@@ -141,12 +215,15 @@ class Handlers:
             raise ApplicationHandlerStop
         if user is not None and user.is_bot and user.id == context.bot.id:
             raise ApplicationHandlerStop  # our own service messages (topics we created)
+        message = update.effective_message
+        if update.callback_query is None and message is not None and on_behalf_of_a_chat(message):
+            await self._refuse_chat_sender(message)
+            raise ApplicationHandlerStop
         if not self._policy.allows_user(user.id if user else None):
             log.info("ignored an update from user %s who is not allowed", user.id if user else None)
             if update.callback_query is not None:
                 await self._chat.answer_callback(update.callback_query.id, "You are not allowed.")
             raise ApplicationHandlerStop
-        message = update.effective_message
         if (
             not self._policy.handle_general
             and update.callback_query is None
@@ -154,6 +231,13 @@ class Handlers:
             and topic_of(message) is None
         ):
             raise ApplicationHandlerStop
+
+    async def _refuse_chat_sender(self, message: Message) -> None:
+        sender = message.sender_chat or message.from_user
+        log.info("ignored a message sent on behalf of a chat (%s)", sender.id if sender else "-")
+        has_content = message.text or message.caption or message.photo or message.document
+        if self._policy.allowed_users and is_anonymous_admin(message) and has_content:
+            await self._reply(topic_of(message), ANONYMOUS_REPLY)
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -180,8 +264,10 @@ class Handlers:
         work: Coroutine[Any, Any, None],
     ) -> None:
         # Long work (starting OpenCode, calling servers) must not hold the update handler;
-        # unexpected failures still reach the error handler, which tells the user.
-        context.application.create_task(self._guarded(topic, work), update=update)
+        # unexpected failures still reach the error handler, which tells the user. The update
+        # counts as handled once this work is done too (see work_done).
+        task = context.application.create_task(self._guarded(topic, work), update=update)
+        self._work.setdefault(update.update_id, set()).add(task)
 
     async def _general_only(self, update: Update, usage: str) -> bool:
         topic = self._where(update)
@@ -315,6 +401,20 @@ class Handlers:
 
         await self._guarded(topic, run())
 
+    async def ls(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._controller.browse(topic, _command_argument(update))
+        self._background(context, update, topic, work)
+
+    async def get(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        work = self._controller.get_file(topic, _command_argument(update))
+        self._background(context, update, topic, work)
+
+    async def diff(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        topic = self._where(update)
+        self._background(context, update, topic, self._controller.diff(topic))
+
     # --- messages -----------------------------------------------------------------------------
 
     async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -328,7 +428,8 @@ class Handlers:
                 "the project's topic. /help lists everything.",
             )
             return
-        self._background(context, update, topic, self._controller.message(topic, message.text))
+        piece = ready(Piece(message.text))
+        self._background(context, update, topic, self._collect(topic, message, piece))
 
     async def file(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -337,9 +438,30 @@ class Handlers:
         if topic is None:
             await self._reply(None, "Send files in a project's topic: they go to OpenCode there.")
             return
-        self._background(context, update, topic, self._forward_file(topic, message))
+        piece = self._file_piece(topic, message)
+        self._background(context, update, topic, self._collect(topic, message, piece))
 
-    async def _forward_file(self, topic: int, message: Message) -> None:
+    async def _collect(
+        self, topic: int, message: Message, piece: Coroutine[Any, Any, Piece | None]
+    ) -> None:
+        """Messages arriving together (an album, a split paste) become one prompt."""
+        sender = message.from_user.id if message.from_user else 0
+        await self._prompts.add(topic, sender, message.message_id, piece)
+
+    async def _send_prompt(self, topic: int, prompt: Piece) -> None:
+        await self._guarded(topic, self._controller.message(topic, prompt.text, prompt.attachments))
+
+    async def _file_piece(self, topic: int, message: Message) -> Piece | None:
+        try:
+            attachment = await self._download(message)
+        except UserError as exc:
+            await self._reply(topic, f"❌ {exc}")
+            return None
+        if attachment is None:
+            return None
+        return Piece(message.caption or "", (attachment,))
+
+    async def _download(self, message: Message) -> Attachment | None:
         if message.photo:
             photo = message.photo[-1]
             file_id, size, name, mime = photo.file_id, photo.file_size, "photo.jpg", "image/jpeg"
@@ -349,13 +471,33 @@ class Handlers:
             mime = document.mime_type or GENERIC_MIME
             file_id, size = document.file_id, document.file_size
         else:
-            return
+            return None
         if size is not None and size > MAX_DOWNLOAD_BYTES:
-            raise BadRequest("That file is over 20 MB, the most a bot can download.")
+            raise BadRequest(f"{name} is over 20 MB, the most a bot can download.")
         telegram_file = await message.get_bot().get_file(file_id)
         data = bytes(await telegram_file.download_as_bytearray())
-        attachment = Attachment(name, file_mime(name, mime, data), data)
-        await self._controller.message(topic, message.caption or "", [attachment])
+        return Attachment(name, file_mime(name, mime, data), data)
+
+    async def voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None
+        topic = topic_of(message)
+        if topic is None:
+            await self._reply(None, "Send voice notes in a project's topic: they become prompts.")
+            return
+        self._background(context, update, topic, self._transcribe(topic, message))
+
+    async def _transcribe(self, topic: int, message: Message) -> None:
+        media = message.voice or message.audio
+        if media is None:
+            return
+        if media.file_size is not None and media.file_size > MAX_DOWNLOAD_BYTES:
+            raise BadRequest("That recording is over 20 MB, the most a bot can download.")
+        name = "voice.ogg" if message.voice else (message.audio and message.audio.file_name)
+        telegram_file = await message.get_bot().get_file(media.file_id)
+        data = bytes(await telegram_file.download_as_bytearray())
+        mime = media.mime_type or "audio/ogg"
+        await self._controller.voice(topic, Attachment(name or "audio", mime, data))
 
     async def topic_created(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -370,34 +512,81 @@ class Handlers:
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         assert query is not None
-        person = who(query.from_user)
-        message = query.message
-        topic = message.message_thread_id if isinstance(message, Message) else None
-        if isinstance(message, Message) and not message.is_topic_message:
-            topic = None
-        match callbacks.parse(query.data):
+        message = query.message if isinstance(query.message, Message) else None
+        topic = topic_of(message) if message is not None else None
+        press = callbacks.parse(query.data)
+        if isinstance(press, callbacks.LinkPress) and (topic is None or message is None):
+            press = None  # the picker only lives in a topic
+        if isinstance(press, callbacks.StopPress) and not self._chat.is_live_progress(
+            message.message_id if message is not None else 0, query.data or ""
+        ):
+            press = None  # the Stop button of an old progress message stops nothing
+        await self._chat.answer_callback(query.id, _acknowledgement(press))
+        if press is not None:
+            work = self._press(press, who(query.from_user), topic, message, query.id)
+            self._background(context, update, topic, work)
+
+    async def _press(
+        self,
+        press: callbacks.Press,
+        person: str,
+        topic: int | None,
+        message: Message | None,
+        press_id: str,
+    ) -> None:
+        """The work of a press, after it was answered; core shows the outcome in the message.
+        A button counts only on the message it was sent with (``pressed_on``)."""
+        pressed_on = message.message_id if message is not None else 0
+        match press:
             case callbacks.PermissionPress(token, choice):
-                answer = await self._controller.answer_permission(token, choice, person)
+                outcome = await self._controller.answer_permission(
+                    token, choice, person, pressed_on
+                )
             case callbacks.QuestionPress(token, option):
-                answer = await self._controller.answer_question(token, option, person)
-            case callbacks.StopPress(session_id):
-                answer = await self._controller.stop_turn(session_id, person)
-            case callbacks.LinkPress(key) if topic is not None and message is not None:
-                work = self._controller.choose(topic, key, person, message.message_id)
-                answer = "Linking…"
-                self._background(context, update, topic, work)
+                outcome = await self._controller.answer_question(token, option, person, pressed_on)
+            case callbacks.StopPress(session_id, _):
+                outcome = await self._controller.stop_turn(session_id, person)
+            case callbacks.LinkPress(key):
+                assert topic is not None and message is not None
+                await self._controller.choose(topic, key, person, message.message_id)
+                outcome = "linked"
             case callbacks.OpenPress(key):
-                answer = "Opening…"
-                self._background(context, update, topic, self._controller.open_project(key))
+                await self._controller.open_project(key)
+                outcome = "opened"
             case callbacks.ConnectPress(session_id):
-                answer = "Connecting…"
-                self._background(context, update, None, self._controller.connect(session_id))
-            case _:
-                answer = "This button is no longer valid."
-        await self._chat.answer_callback(query.id, answer)
+                await self._controller.connect(session_id)
+                outcome = "connected"
+            case callbacks.BrowsePress(token, action):
+                await self._controller.browse_press(topic, token, action, press_id, pressed_on)
+                outcome = "browsed"
+            case callbacks.DiffPress(token):
+                await self._controller.turn_diff(topic, token, press_id)
+                outcome = "diff sent"
+        log.info("button %s pressed by %s: %s", type(press).__name__, person, outcome)
 
     async def error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("handler failed", exc_info=context.error)
         if isinstance(update, Update) and update.effective_message is not None:
             topic = topic_of(update.effective_message)
             await self._chat.notify(topic, f"⚠️ Something went wrong: {context.error}")
+
+
+def _acknowledgement(press: callbacks.Press | None) -> str:
+    """What a press shows at once, before its work is done."""
+    match press:
+        case callbacks.PermissionPress() | callbacks.QuestionPress():
+            return "Sending your answer…"
+        case callbacks.StopPress():
+            return "Stopping…"
+        case callbacks.LinkPress():
+            return "Linking…"
+        case callbacks.OpenPress():
+            return "Opening…"
+        case callbacks.ConnectPress():
+            return "Connecting…"
+        case callbacks.BrowsePress(_, action):
+            return "Zipping…" if action == "z" else ""
+        case callbacks.DiffPress():
+            return "Sending the diff…"
+        case _:
+            return "This button is no longer valid."

@@ -4,7 +4,9 @@ markdown-it-py parses (CommonMark plus GitHub strikethrough and tables); this mo
 its tokens and builds plain text with entity spans, so nothing is ever escaped by hand and no
 parse error is possible on Telegram's side. Headings become bold, lists get bullets or numbers,
 code blocks become `pre` entities with their language, tables become aligned `pre` blocks, and
-links keep their target only for safe schemes (see `formatted.is_safe_url`).
+links keep their target only for safe schemes (see `formatted.is_safe_url`). A link Telegram
+would refuse or could not open from a phone (`http://localhost:3000`, see
+`formatted.is_linkable_url`) is written out as "label (url)" instead, so the address survives.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from oc_outpost.telegram.formatted import Styled, StyledBuilder, is_safe_url
+from oc_outpost.telegram.formatted import Styled, StyledBuilder, is_linkable_url, is_safe_url
 
 _PARSER = MarkdownIt("commonmark").enable(["strikethrough", "table"])
 _INLINE_KINDS = {"strong": "bold", "em": "italic", "s": "strikethrough"}
@@ -192,14 +194,25 @@ class _Renderer:
         if kind != "link":
             self._out.add_span(_INLINE_KINDS[kind], start)
         elif url and is_safe_url(url):
-            self._out.add_span("text_link", start, url=url)
+            self._link(start, url)
 
     def _image(self, token: Token) -> None:
         start = self._out.length
         self._out.write(f"🖼 {token.content or 'image'}")
         source = token.attrs.get("src")
         if isinstance(source, str) and is_safe_url(source):
-            self._out.add_span("text_link", start, url=source)
+            self._link(start, source)
+
+    def _link(self, start: int, url: str) -> None:
+        """The text from ``start`` becomes a link to ``url``, or is followed by it as text."""
+        if is_linkable_url(url):
+            self._out.add_span("text_link", start, url=url)
+            return
+        target = url.strip()
+        shown = target.removeprefix("mailto:") if target.lower().startswith("mailto:") else target
+        label = self._out.text_since(start).strip()
+        if label not in (target, shown):
+            self._out.write(f" ({shown})")
 
 
 def _plain_inline(children: Sequence[Token]) -> str:

@@ -19,6 +19,11 @@ Progress edits get what the group budget leaves after a reserve for what matters
   apart (never less than ``min_edit_interval_s``), so the edits of each message are spread evenly
   over the minute instead of bursting until the budget is gone and then freezing.
 
+A call can also be queued as a *render* (:meth:`Outbox.enqueue_rendered`): a function that builds
+the call only when it is about to be made, from the newest state, or returns None when there is
+nothing new to send. A live progress message is queued once and drawn once per edit, however many
+events arrived in between.
+
 Time is Telegram time (:class:`Clock`), which tests and the benchmark may run faster than the
 wall clock; every limit and ``retry_after`` then scales by the same factor.
 """
@@ -43,21 +48,39 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, 
 from telegram.warnings import PTBDeprecationWarning
 
 from oc_outpost.core.chat import TopicGone
+from oc_outpost.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 Call = Callable[[Bot], Awaitable[Any]]
+Render = Callable[[], Call | None]
 
 MINUTE_S = 60.0
 SECOND_S = 1.0
 _KEY_MEMORY_S = 600.0  # how long the time of a message's last edit is remembered
 _KEY_MEMORY_SIZE = 512  # prune those memories once there are this many
+# 400s that plain text would get just the same: no point in the plain-text fallback for these.
+# Any other 400 on a call with a fallback may be about its entities: Telegram refuses a bad
+# entity with its own text (e.g. "entity URL '…' is invalid: Wrong HTTP URL", ENTITIES_TOO_LONG),
+# not only with "can't parse entities".
+_NOT_ABOUT_FORMATTING = (
+    "message to edit not found",
+    "message can't be edited",
+    "message is too long",
+    "message_too_long",
+    "chat not found",
+    "topic_closed",
+    "not enough rights",
+)
 
 
 class Priority(IntEnum):
     INTERACTIVE = 0
     FINAL = 1
     PROGRESS = 2
+    # Glance views (topic icons, the board in General): after everything else, even progress,
+    # in the progress share of the budget, dropped on network errors like progress.
+    BACKGROUND = 3
 
 
 class OutboxClosed(Exception):
@@ -96,7 +119,9 @@ class Limits:
     progress_reserve: int = 4
     # Floor for the pause between two edits of the same progress message.
     min_edit_interval_s: float = 2.0
-    network_retries: int = 3
+    # Network errors: a final answer or an interactive message is retried until it is delivered
+    # (pausing 1, 2, 4 … s, at most this long); a progress edit is dropped (a newer one follows).
+    network_backoff_cap_s: float = 30.0
 
 
 @dataclass
@@ -123,11 +148,16 @@ class _Job:
     priority: Priority
     seq: int
     chat_id: int | None
+    method: str  # the Bot API method, for the metrics
     key: Hashable | None
-    call: Call
+    call: Call | None
+    render: Render | None  # builds the call when it is made (then `call` is None)
     fallback: Call | None
     futures: list[asyncio.Future[Any]]
     attempts: int = 0
+
+    def update(self, call: Call | None, render: Render | None, fallback: Call | None) -> None:
+        self.call, self.render, self.fallback = call, render, fallback
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -154,6 +184,7 @@ class Outbox:
         limits: Limits | None = None,
         *,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bot = bot
         self.limits = limits or Limits()
@@ -172,6 +203,9 @@ class Outbox:
         # (time, progress calls queued) samples, kept only while they can be the minute's peak.
         self._stream_peaks: deque[tuple[float, int]] = deque()
         self.stats = OutboxStats()
+        self._metrics = metrics or Metrics()
+        for priority in Priority:
+            self._metrics.watch_queue_depth(priority.name.lower(), self._depth_of(priority))
 
     # --- public API -------------------------------------------------------------------------
 
@@ -183,42 +217,72 @@ class Outbox:
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,
         fallback: Call | None = None,
     ) -> Any:
-        """Queue a Bot API call and wait for its result."""
+        """Queue a Bot API call (``method`` names it) and wait for its result."""
         return await self.enqueue(
-            call, chat_id=chat_id, priority=priority, key=key, fallback=fallback
+            call, method=method, chat_id=chat_id, priority=priority, key=key, fallback=fallback
         )
 
     def enqueue(
         self,
         call: Call,
         *,
+        method: str,
         chat_id: int | None,
         priority: Priority,
         key: Hashable | None = None,
         fallback: Call | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a Bot API call; the future resolves with its result.
+        """Queue a Bot API call (``method`` names it); the future resolves with its result.
 
         With a ``key``, a call still queued under the same key is replaced in place (its waiters
         get the newer call's outcome), so only the latest edit of a message is ever sent. If the
         newer call is more urgent, the job moves to the back of that more urgent class instead.
         """
+        return self._enqueue(call, None, method, chat_id, priority, key, fallback)
+
+    def enqueue_rendered(
+        self,
+        render: Render,
+        *,
+        method: str,
+        chat_id: int | None,
+        priority: Priority,
+        key: Hashable | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a call that ``render`` builds just before it is made (again for a retry), so
+        it carries the newest state; if ``render`` returns None, no call is made and the future
+        resolves with None. Keys replace queued calls as for :meth:`enqueue`."""
+        return self._enqueue(None, render, method, chat_id, priority, key, None)
+
+    def _enqueue(
+        self,
+        call: Call | None,
+        render: Render | None,
+        method: str,
+        chat_id: int | None,
+        priority: Priority,
+        key: Hashable | None,
+        fallback: Call | None,
+    ) -> asyncio.Future[Any]:
         if self._closing:
             raise OutboxClosed("the outbox is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         queued = self._find(key) if key is not None else None
         if queued is not None:
-            queued.call, queued.fallback = call, fallback
+            queued.update(call, render, fallback)
             queued.futures.append(future)
             if priority < queued.priority:  # e.g. a progress message's closing summary
                 queued.priority, queued.seq = priority, next(self._seq)
         else:
-            job = _Job(priority, next(self._seq), chat_id, key, call, fallback, [future])
+            job = _Job(
+                priority, next(self._seq), chat_id, method, key, call, render, fallback, [future]
+            )
             self._jobs.append(job)
             if priority == Priority.PROGRESS:
                 self._note_streams()
@@ -237,6 +301,9 @@ class Outbox:
 
     def pending(self) -> int:
         return len(self._jobs)
+
+    def _depth_of(self, priority: Priority) -> Callable[[], int]:
+        return lambda: sum(1 for job in self._jobs if job.priority == priority)
 
     def budget_used(self, chat_id: int) -> int:
         """Calls made to ``chat_id`` in the last rolling minute."""
@@ -311,7 +378,7 @@ class Outbox:
         if job.chat_id is None:
             return ready
         ready = max(ready, self._chat_gap_end(job.chat_id))
-        if job.priority != Priority.PROGRESS:
+        if job.priority < Priority.PROGRESS:
             return max(ready, self._minute_slot(job.chat_id, now, self.limits.group_per_minute))
         ready = max(ready, self._minute_slot(job.chat_id, now, policy.per_minute))
         return max(ready, self._edit_interval_end(job.key, policy))
@@ -373,14 +440,32 @@ class Outbox:
     # --- execution --------------------------------------------------------------------------
 
     async def _execute(self, job: _Job) -> None:
+        call = self._call_of(job)
+        if call is None:
+            return
         try:
-            result = await job.call(self._bot)
+            result = await call(self._bot)
         except Exception as exc:  # noqa: BLE001 - handled per kind below; the worker must go on
             self._record_call(job)
             self._on_error(job, exc)
         else:
             self._record_call(job)
             self._succeed(job, result)
+
+    def _call_of(self, job: _Job) -> Call | None:
+        """The job's call, rendered now if it is a render; None when the job is settled
+        without a call (nothing to send, or the render failed)."""
+        if job.render is None:
+            return job.call
+        try:
+            call = job.render()
+        except Exception as exc:  # a faulty render fails its own job only, not the worker
+            log.error("building a Bot API call failed (chat %s)", job.chat_id, exc_info=exc)
+            self._fail(job, exc)
+            return None
+        if call is None:
+            self._succeed(job, None)  # nothing new to show: no call, no budget used
+        return call
 
     def _on_error(self, job: _Job, exc: Exception) -> None:
         match exc:  # most specific first: RetryAfter and BadRequest are NetworkErrors in PTB
@@ -407,6 +492,7 @@ class Outbox:
         now = self.clock.now()
         self.stats.calls += 1
         self.stats.by_priority[job.priority] += 1
+        self._metrics.bot_api_call(job.method)
         self._second.append(now)
         if job.chat_id is not None:
             self._last_sent[job.chat_id] = now
@@ -422,6 +508,7 @@ class Outbox:
 
     def _on_retry_after(self, job: _Job, seconds: float) -> None:
         self.stats.retry_after += 1
+        self._metrics.bot_api_retry_after(job.method)
         log.warning(
             "Telegram asked to wait %.0f s (chat %s); the call will be retried",
             seconds,
@@ -436,21 +523,28 @@ class Outbox:
             self._succeed(job, None)
         elif _is(exc, "message thread not found"):
             self._fail(job, TopicGone(f"message thread not found in chat {job.chat_id}"))
-        elif _is(exc, "can't parse entities") and job.fallback is not None:
-            log.warning("Bot API rejected formatting (%s); sending plain text", exc.message)
+        elif job.fallback is not None and not any(_is(exc, t) for t in _NOT_ABOUT_FORMATTING):
+            log.warning("Bot API refused the message (%s); sending it as plain text", exc.message)
             self.stats.plain_fallbacks += 1
-            job.call, job.fallback = job.fallback, None
+            job.update(job.fallback, None, None)
             self._requeue(job)
         else:
             self._fail(job, exc)
 
     def _on_network_error(self, job: _Job, exc: TelegramError) -> None:
         job.attempts += 1
-        if job.priority == Priority.PROGRESS or job.attempts > self.limits.network_retries:
-            log.warning("Bot API call failed after %d attempt(s): %s", job.attempts, exc.message)
+        if job.priority >= Priority.PROGRESS:
+            log.warning("progress update not sent: %s", exc.message)
             self._fail(job, exc)
             return
-        self._paused_until[job.chat_id] = self.clock.now() + float(job.attempts)
+        pause = min(2.0 ** (job.attempts - 1), self.limits.network_backoff_cap_s)
+        log.warning(
+            "Bot API unreachable (%s, attempt %d); retrying in %.0f s",
+            exc.message,
+            job.attempts,
+            pause,
+        )
+        self._paused_until[job.chat_id] = self.clock.now() + pause
         self._requeue(job)
 
     def _requeue(self, job: _Job) -> None:

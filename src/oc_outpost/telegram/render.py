@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from oc_outpost.core.chat import HistoryEntry, PermissionPrompt, QuestionPrompt
 from oc_outpost.core.replies import (
     ClearReport,
+    SessionDetails,
     SessionEntry,
-    SessionInfo,
     SessionList,
     StatusReport,
 )
@@ -173,6 +173,7 @@ GENERAL_HELP = (
     "/connect <project | session id> — bind an existing session to a new topic\n"
     "/clear — unlink topics whose directory, session or server is gone (files stay)\n"
     "/status — servers, pending approvals, Telegram budget, uptime\n"
+    "/board — post the board of all topics anew (pinned here)\n"
     "/help — this help"
 )
 TOPIC_HELP = (
@@ -182,6 +183,9 @@ TOPIC_HELP = (
     "/cancel — stop the running turn (or press ⏹ Stop)\n"
     "/stream [on|off] — live progress on or off (off: the final answer only)\n"
     "/session — project, server, session, model, tokens and cost\n"
+    "/ls [-a] [path] — browse the project's files; tap one to get it\n"
+    "/get <path> — send one file (a small folder as a zip) · /diff — uncommitted changes\n"
+    "🎙 a voice note — transcribed, then sent as the prompt\n"
     "/link <path> — bind this topic to another directory\n"
     "/disconnect — unlink this topic and close it (files stay)\n"
     "/status · /help"
@@ -226,7 +230,7 @@ def status_message(report: StatusReport, budget: Sequence[tuple[str, str]]) -> S
     return join(lines, "\n")
 
 
-def session_message(info: SessionInfo) -> Styled:
+def session_message(info: SessionDetails) -> Styled:
     binding = info.binding
     lines = [styled(f"📁 {binding.project_path.rstrip('/').rsplit('/', 1)[-1]}", "bold")]
     lines.append(plain("Directory: ") + styled(binding.project_path, "code"))

@@ -8,24 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
-from telegram.error import BadRequest
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    MessageEntity,
+)
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.chat import (
     GoneTopics,
     HistoryEntry,
     PermissionPrompt,
+    ProgressLog,
     ProjectEntry,
     QuestionPrompt,
     TopicGone,
 )
+from oc_outpost.core.file_port import ListingPage
+from oc_outpost.core.outputs import OutFile
 from oc_outpost.core.turn import TurnSnapshot
+from oc_outpost.metrics import Metrics
 from oc_outpost.telegram import callbacks
+from oc_outpost.telegram.files_view import diff_rows, listing_rows, listing_text
 from oc_outpost.telegram.formatted import Formatted, Styled, fit, plain, split
 from oc_outpost.telegram.outbox import Outbox, Priority
 from oc_outpost.telegram.render import (
@@ -38,22 +52,31 @@ from oc_outpost.telegram.render import (
     question_message,
     summary_text,
 )
+from oc_outpost.telegram.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
 Rows = list[list[InlineKeyboardButton]]
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
+# Answers quote many links (docs, localhost ports): a preview card of the first one is noise.
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 TOPIC_NAME_LIMIT = 128
 
 
 @dataclass
 class _Progress:
+    """A turn's live progress message. The newest snapshot is only kept here; it is drawn when
+    the Outbox is about to send (at most one call queued or in flight at a time)."""
+
     topic_id: int
-    session_id: str
+    turn: TurnSnapshot
+    markup: InlineKeyboardMarkup  # the Stop button
     message_id: int | None = None
-    sending: asyncio.Future[Any] | None = None
-    latest: str = ""
+    sending: asyncio.Future[Any] | None = None  # the call that posts the message
+    queued: bool = False  # a call is queued or in flight
+    drawn: TurnSnapshot | None = None  # the snapshot the latest call showed
     shown: str = ""
+    closed: bool = False  # the turn ended: its summary replaces the progress
     failure: BaseException | None = None  # the last edit failure logged
 
     def log_failure(self, future: asyncio.Future[Any]) -> None:
@@ -71,9 +94,30 @@ def _entities(part: Formatted) -> list[MessageEntity]:
     ]
 
 
+def _stop_data(markup: InlineKeyboardMarkup) -> str | None:
+    return markup.inline_keyboard[0][0].callback_data  # type: ignore[return-value]
+
+
 def _not_modified(exc: BadRequest) -> bool:
     text = exc.message.lower()
     return "not_modified" in text or "not modified" in text
+
+
+# What the topic methods answer for a topic that is gone: send methods say "message thread not
+# found" (the Outbox makes that TopicGone); editForumTopic, closeForumTopic, reopenForumTopic and
+# deleteForumTopic pass TDLib's raw errors through.
+_TOPIC_GONE_ERRORS = (
+    "message thread not found",
+    "topic_id_invalid",
+    "topic_deleted",
+    "invalid forum topic identifier",
+    "unknown forum topic identifier",
+)
+
+
+def _topic_gone(exc: BadRequest) -> bool:
+    text = exc.message.lower()
+    return any(error in text for error in _TOPIC_GONE_ERRORS)
 
 
 class TelegramChat:
@@ -82,50 +126,89 @@ class TelegramChat:
         outbox: Outbox,
         chat_id: int,
         gone_topics: GoneTopics,
+        progress_log: ProgressLog,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._outbox = outbox
         self._chat_id = chat_id
         self._gone_topics = gone_topics  # core unlinks the topics reported there
+        self._progress_log = progress_log  # remembers progress messages across restarts
+        self._tasks: set[asyncio.Task[None]] = set()
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._progress: dict[int, _Progress] = {}  # by turn id
+        self._uploads = Uploads(outbox, chat_id, self._report_gone)
 
     # --- topics and notices ---------------------------------------------------------------
 
     async def create_topic(self, name: str) -> int:
         topic = await self._outbox.submit(
             lambda bot: bot.create_forum_topic(self._chat_id, name[:TOPIC_NAME_LIMIT]),
+            method="createForumTopic",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
         )
         return int(topic.message_thread_id)
 
     async def delete_topic(self, topic_id: int) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
-            chat_id=self._chat_id,
-            priority=Priority.INTERACTIVE,
-        )
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.delete_forum_topic(self._chat_id, topic_id),
+                method="deleteForumTopic",
+                chat_id=self._chat_id,
+                priority=Priority.INTERACTIVE,
+            )
+        except BadRequest as exc:
+            if _topic_gone(exc):
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
+            raise
+
+    async def topic_exists(self, topic_id: int) -> bool:
+        # Only send methods tell a deleted topic apart ("message thread not found"); a chat
+        # action is the one send that leaves nothing behind.
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.send_chat_action(
+                    self._chat_id, ChatAction.TYPING, message_thread_id=topic_id
+                ),
+                method="sendChatAction",
+                chat_id=self._chat_id,
+                priority=Priority.INTERACTIVE,
+            )
+        except TopicGone:
+            return False
+        return True
 
     async def close_topic(self, topic_id: int) -> None:
-        await self._topic_call(topic_id, lambda bot: bot.close_forum_topic(self._chat_id, topic_id))
+        await self._topic_call(
+            topic_id, "closeForumTopic", lambda bot: bot.close_forum_topic(self._chat_id, topic_id)
+        )
 
     async def reopen_topic(self, topic_id: int) -> None:
         await self._topic_call(
-            topic_id, lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id)
+            topic_id,
+            "reopenForumTopic",
+            lambda bot: bot.reopen_forum_topic(self._chat_id, topic_id),
         )
 
     async def rename_topic(self, topic_id: int, name: str) -> None:
         await self._topic_call(
             topic_id,
+            "editForumTopic",
             lambda bot: bot.edit_forum_topic(self._chat_id, topic_id, name=name[:TOPIC_NAME_LIMIT]),
         )
 
-    async def _topic_call(self, topic_id: int, call: Callable[[Bot], Any]) -> None:
+    async def _topic_call(self, topic_id: int, method: str, call: Callable[[Bot], Any]) -> None:
         try:
-            await self._outbox.submit(call, chat_id=self._chat_id, priority=Priority.INTERACTIVE)
+            await self._outbox.submit(
+                call, method=method, chat_id=self._chat_id, priority=Priority.INTERACTIVE
+            )
         except BadRequest as exc:
+            if _topic_gone(exc):
+                self._report_gone(topic_id)
+                raise TopicGone(f"topic {topic_id}: {exc.message}") from exc
             if not _not_modified(exc):  # already closed / open / so named: nothing to do
                 raise
         except TopicGone:
@@ -167,6 +250,7 @@ class TelegramChat:
         try:
             message: Message = await self._outbox.submit(
                 self._send_call(topic_id, part, markup),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=priority,
                 fallback=self._send_call(topic_id, Formatted(part.text), markup),
@@ -185,6 +269,7 @@ class TelegramChat:
             message_thread_id=topic_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     def _edit_call(
@@ -196,12 +281,14 @@ class TelegramChat:
             message_id=message_id,
             reply_markup=markup,
             entities=_entities(part) or None,
+            link_preview_options=NO_PREVIEW,
         )
 
     async def edit(self, message_id: int, part: Formatted, rows: Rows | None = None) -> None:
         markup = InlineKeyboardMarkup(rows) if rows else None
         await self._outbox.submit(
             self._edit_call(message_id, part, markup),
+            method="editMessageText",
             chat_id=self._chat_id,
             priority=Priority.INTERACTIVE,
             key=("edit", message_id),
@@ -211,70 +298,154 @@ class TelegramChat:
     # --- turns ------------------------------------------------------------------------------
 
     def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
-        progress = self._progress.setdefault(turn.turn_id, _Progress(topic_id, turn.session_id))
-        progress.latest = progress_text(turn, self._clock())
-        if progress.message_id is not None:
-            self._edit_progress(progress)
-        elif progress.sending is None:
-            progress.sending = self._outbox.enqueue(
-                self._send_call(topic_id, Formatted(progress.latest), self._stop_markup(progress)),
+        progress = self._progress.get(turn.turn_id)
+        if progress is None:
+            progress = _Progress(topic_id, turn, self._stop_markup(turn.session_id))
+            self._progress[turn.turn_id] = progress
+        progress.turn = turn
+        if not progress.queued:
+            self._queue_progress(progress)
+
+    def adopt_progress(self, topic_id: int, turn: TurnSnapshot, message_id: int) -> None:
+        markup = self._stop_markup(turn.session_id)
+        self._progress[turn.turn_id] = _Progress(topic_id, turn, markup, message_id=message_id)
+
+    def is_live_progress(self, message_id: int, stop_data: str) -> bool:
+        """Whether ``message_id`` shows a running turn with exactly this Stop button: an old
+        turn's button, or one forged onto another message, stops nothing."""
+        return any(
+            p.message_id == message_id and _stop_data(p.markup) == stop_data
+            for p in self._progress.values()
+        )
+
+    def _queue_progress(self, progress: _Progress) -> None:
+        """Queue the call that shows the newest snapshot: the first send, or an edit."""
+        progress.queued = True
+        turn_id = progress.turn.turn_id
+        if progress.message_id is None:
+            progress.sending = future = self._outbox.enqueue_rendered(
+                lambda: self._draw_send(progress),
+                method="sendMessage",
                 chat_id=self._chat_id,
                 priority=Priority.PROGRESS,
-                key=("progress-send", turn.turn_id),
+                key=("progress-send", turn_id),
             )
-            sent_text = progress.latest
-            progress.sending.add_done_callback(
-                lambda future: self._progress_sent(progress, future, sent_text)
+            future.add_done_callback(lambda done: self._progress_sent(progress, done))
+        else:
+            message_id = progress.message_id
+            future = self._outbox.enqueue_rendered(
+                lambda: self._draw_edit(progress, message_id),
+                method="editMessageText",
+                chat_id=self._chat_id,
+                priority=Priority.PROGRESS,
+                key=("progress-edit", message_id),
             )
+            future.add_done_callback(lambda done: self._progress_edited(progress, done))
 
-    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any], text: str) -> None:
+    def _draw(self, progress: _Progress) -> str | None:
+        """The progress text of the newest snapshot, or None if it is what the message shows."""
+        progress.drawn = progress.turn
+        text = progress_text(progress.turn, self._clock())
+        if text == progress.shown:
+            return None
+        progress.shown = text
+        return text
+
+    def _draw_send(self, progress: _Progress) -> Callable[[Bot], Any] | None:
+        text = self._draw(progress)
+        topic_id = progress.topic_id
+        return None if text is None else self._send_call(topic_id, Formatted(text), progress.markup)
+
+    def _draw_edit(self, progress: _Progress, message_id: int) -> Callable[[Bot], Any] | None:
+        text = None if progress.closed else self._draw(progress)
+        return (
+            None if text is None else self._edit_call(message_id, Formatted(text), progress.markup)
+        )
+
+    def _progress_sent(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
         if future.cancelled():
             return
         if future.exception() is not None:
             log.warning("progress message not sent: %s", future.exception())
+            progress.shown = ""
             if isinstance(future.exception(), TopicGone):
                 self._report_gone(progress.topic_id)
             return
-        progress.message_id = future.result().message_id
-        progress.shown = text
-        if progress.latest != progress.shown:
-            self._edit_progress(progress)
+        message = future.result()
+        if message is None:
+            return  # nothing was drawn (the same text), so nothing was sent
+        progress.message_id = message.message_id
+        self._spawn(self._progress_log.progress_shown(progress.turn.session_id, message.message_id))
+        self._catch_up(progress)
 
-    def _edit_progress(self, progress: _Progress, *, final: bool = False) -> None:
-        assert progress.message_id is not None
-        if progress.latest == progress.shown:
+    def _progress_edited(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
+        progress.queued = False
+        if not future.cancelled() and future.exception() is not None:
+            progress.log_failure(future)
+            progress.shown = ""  # not shown after all: the next event draws it again
             return
-        markup = None if final else self._stop_markup(progress)
-        text = progress.latest
-        future = self._outbox.enqueue(
-            self._edit_call(progress.message_id, Formatted(text), markup),
-            chat_id=self._chat_id,
-            # the closing summary is part of the final answer, not paced like live progress
-            priority=Priority.FINAL if final else Priority.PROGRESS,
-            key=("progress-edit", progress.message_id),
-        )
-        progress.shown = text
-        future.add_done_callback(progress.log_failure)
+        self._catch_up(progress)
+
+    def _catch_up(self, progress: _Progress) -> None:
+        """Events that came while the call was on its way are shown by the next one."""
+        if not progress.closed and progress.turn is not progress.drawn:
+            self._queue_progress(progress)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording a progress message failed", exc_info=task.exception())
 
     @staticmethod
-    def _stop_markup(progress: _Progress) -> InlineKeyboardMarkup:
-        button = InlineKeyboardButton(
-            "⏹ Stop", callback_data=callbacks.stop_data(progress.session_id)
-        )
-        return InlineKeyboardMarkup([[button]])
+    def _stop_markup(session_id: str) -> InlineKeyboardMarkup:
+        """A Stop button that only this progress message carries (see `is_live_progress`)."""
+        data = callbacks.stop_data(session_id, secrets.token_hex(3))
+        return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=data)]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
-        for part in final_parts(turn):
-            await self._send_part(topic_id, part, Priority.FINAL)
+        # The Diff button goes on the summary line when the progress message shows one.
+        diff = diff_rows(turn.output.changes, turn.output.diff_token)
+        shown = self._progress.get(turn.turn_id)
+        on_summary = shown is not None and shown.message_id is not None
+        parts = final_parts(turn)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            markup = InlineKeyboardMarkup(diff) if diff and last and not on_summary else None
+            await self._send_part(topic_id, part, Priority.FINAL, markup)
+        self._metrics.final_delivered()
+        await self._close_progress(turn, diff if on_summary else None)
+        await self._uploads.send_images(topic_id, turn.output.images, priority=Priority.FINAL)
+
+    async def _close_progress(self, turn: TurnSnapshot, rows: Rows | None) -> None:
+        """Reduce the progress message to the turn's summary (with ``rows`` as its buttons)."""
         progress = self._progress.pop(turn.turn_id, None)
-        if progress is None or self._outbox.discard(("progress-send", turn.turn_id)):
+        if progress is None:
             return
+        progress.closed = True
+        if self._outbox.discard(("progress-send", turn.turn_id)):
+            return  # never shown: nothing to reduce
         if progress.sending is not None:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
-        progress.latest = summary_text(turn, self._clock())
-        self._edit_progress(progress, final=True)
+        markup = InlineKeyboardMarkup(rows) if rows else None
+        future = self._outbox.enqueue(
+            self._edit_call(
+                progress.message_id, Formatted(summary_text(turn, self._clock())), markup
+            ),
+            method="editMessageText",
+            chat_id=self._chat_id,
+            # the closing summary is part of the final answer, not paced like live progress
+            priority=Priority.FINAL,
+            key=("progress-edit", progress.message_id),
+        )
+        future.add_done_callback(progress.log_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
@@ -315,11 +486,29 @@ class TelegramChat:
         await self.edit(message_id, answered_message(prompt, decision))
 
     async def answer_callback(self, query_id: str, text: str) -> None:
-        await self._outbox.submit(
-            lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
-            chat_id=None,
-            priority=Priority.INTERACTIVE,
-        )
+        """Answer a button press. Telegram refuses late answers ("query is too old", e.g. for
+        presses queued while the bot was down); the press still counts, so that is only logged."""
+        try:
+            await self._outbox.submit(
+                lambda bot: bot.answer_callback_query(query_id, text=text[:200]),
+                method="answerCallbackQuery",
+                chat_id=None,
+                priority=Priority.INTERACTIVE,
+            )
+        except TelegramError as exc:
+            log.warning("button press %s not answered: %s", query_id, exc.message)
+
+    # --- files (core/file_port.py) -----------------------------------------------------------
+
+    async def send_file(self, topic_id: int, file: OutFile, caption: str = "") -> None:
+        await self._uploads.send_file(topic_id, file, caption)
+
+    async def show_listing(self, topic_id: int, page: ListingPage, message_id: int | None) -> int:
+        text, rows = listing_text(page), listing_rows(page)
+        if message_id is None:
+            return (await self.send(topic_id, text, rows=rows)).message_id
+        await self.edit(message_id, fit(text), rows)
+        return message_id
 
     # --- command views ------------------------------------------------------------------------
 
