@@ -44,6 +44,9 @@ Figures (counted at the end, after a settle time, from the fake's call log and t
 * bot crashes: the bot exited without being killed (it is started again and the run goes on).
 * error posts: "⚠️ Something went wrong" messages; progress left live: messages that still carry
   a Stop button at the end (no turn runs then).
+
+A run that is not clean keeps its work directory (the bot's log, `diagnosis.txt`, `faults.txt`)
+and prints, for every turn not delivered exactly once, what its topic showed meanwhile.
 """
 
 from __future__ import annotations
@@ -770,21 +773,28 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, bool]:
     return ChaosConfig(args.turns, args.topics, args.seed, outage_s=outage), args.keep
 
 
+def is_clean(figures: Figures) -> bool:
+    failures = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped
+    return failures + figures.bot_crashes == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     config, keep = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="oc-outpost-chaos-"))
+    figures: Figures | None = None
     try:
         figures, counts, wall, code = asyncio.run(soak(config, workdir))
     finally:
-        if keep:
+        clean = figures is not None and is_clean(figures)
+        if keep or not clean:  # a failed run's bot log and diagnosis are in it
             print(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if not clean and (workdir / "diagnosis.txt").exists():
+        print((workdir / "diagnosis.txt").read_text())
     print(report(config, figures, counts, wall, code))
-    failures = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped
-    clean = failures + figures.bot_crashes == 0
     return 0 if clean else 1
 
 
