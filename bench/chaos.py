@@ -45,8 +45,11 @@ Figures (counted at the end, after a settle time, from the fake's call log and t
 * error posts: "⚠️ Something went wrong" messages; progress left live: messages that still carry
   a Stop button at the end (no turn runs then).
 
-A run that is not clean keeps its work directory (the bot's log, `diagnosis.txt`, `faults.txt`)
-and prints, for every turn not delivered exactly once, what its topic showed meanwhile.
+A run is clean with no turn lost, dropped or duplicated, no approval lost or shown twice, no
+progress message left live and no bot crash. One that is not keeps its work directory (the
+bot's log, `diagnosis.txt`, `faults.txt`, `calls.jsonl`: the Bot API calls) and prints, for
+every turn not delivered exactly once, what its topic showed meanwhile, and every message left
+with a Stop button.
 """
 
 from __future__ import annotations
@@ -597,7 +600,32 @@ def diagnosis(rig: Rig, turns: list[Turn], figures: Figures, base: float) -> str
             f"{times_sent(rig.fake, turn.answer)}x"
         )
         lines.extend(shown or ["    (no bot message in the topic meanwhile)"])
+    lines.extend(live_progress(rig, base))
     return "\n".join(lines)
+
+
+def live_progress(rig: Rig, base: float) -> list[str]:
+    """Every message still carrying a Stop button, with when it was sent."""
+    sent_at = {
+        call.result["message_id"]: call.at
+        for call in rig.fake.calls("sendMessage")
+        if call.ok and isinstance(call.result, dict)
+    }
+    return [
+        f"live progress #{m.message_id} in thread {m.thread_id}, sent at "
+        f"+{sent_at.get(m.message_id, base) - base:.1f} s: {(m.text or '')[:120]!r}"
+        for m in rig.fake.bot_messages(ANY)
+        if any(b["text"] == "⏹ Stop" for b in m.buttons)
+    ]
+
+
+def bot_api_calls(fake: FakeTelegram) -> str:
+    """The fake's call log without long polls, one JSON object a line."""
+    return "\n".join(
+        json.dumps(call.to_json(), default=str)
+        for call in fake.calls()
+        if call.method != "getUpdates"
+    )
 
 
 def asked_prompts(llm: MockLLM) -> str:
@@ -723,6 +751,7 @@ async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str
         figures.bot_crashes = len(faults.crashes)
         counts = faults.counts()
         (workdir / "diagnosis.txt").write_text(diagnosis(rig, turns, figures, started))
+        (workdir / "calls.jsonl").write_text(bot_api_calls(rig.fake))
         (workdir / "faults.txt").write_text(
             "\n".join(
                 f"{e.kind} +{e.started - started:.1f}..+{e.ended - started:.1f} s topic {e.topic}"
@@ -774,8 +803,9 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, bool]:
 
 
 def is_clean(figures: Figures) -> bool:
-    failures = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped
-    return failures + figures.bot_crashes == 0
+    turns = figures.lost + figures.duplicates + figures.dropped
+    approvals = figures.approvals_lost + figures.approvals_shown_twice
+    return turns + approvals + figures.progress_left_live + figures.bot_crashes == 0
 
 
 def main(argv: list[str] | None = None) -> int:
