@@ -188,3 +188,34 @@ async def test_a_restart_catches_up_with_external_servers_too(tmp_path: Path) ->
         await recovery.follow_running()
 
         assert reconciler.reconciled == ["ext_1"]
+
+
+# --- a prompt still on its way when its server restarts -----------------------------------------
+
+
+async def test_a_reconcile_before_the_prompt_was_accepted_does_not_end_its_turn(
+    tmp_path: Path,
+) -> None:
+    """A server killed just as a prompt comes: the prompt waits for the restart, and the
+    restart's reconcile finds the session idle with the previous turn's answer. That is not
+    this turn's answer: the turn goes on, and ends with its own."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, tmp_path, "ses_1", "inst_1")
+        chat = Finals()
+        journal = TurnJournal(ActiveTurnStore(db))
+        tracker = TurnTracker(chat, bindings, journal)  # type: ignore[arg-type]
+        reconciler = Reconciler(
+            bindings=bindings,
+            turns=tracker,
+            approvals=None,  # type: ignore[arg-type]
+            journal=journal,
+        )
+        server = IdleServer("the previous turn's answer")
+        tracker.begin(binding, server)  # type: ignore[arg-type]  (the prompt is on its way)
+
+        await reconciler.reconcile("inst_1", server)  # type: ignore[arg-type]  (server back)
+        await tracker.stop()
+
+        assert chat.texts == []
+        assert tracker.is_busy("ses_1")

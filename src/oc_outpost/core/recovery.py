@@ -91,8 +91,13 @@ class Reconciler:
             await self._show_requests(instance_id, client, bindings)
 
     async def _settle(self, binding: TopicBinding, client: OpenCodeClient, *, busy: bool) -> None:
-        if not busy and self._turns.is_delivering(binding.session_id or ""):
+        session_id = binding.session_id or ""
+        if not busy and self._turns.is_delivering(session_id):
             return  # settled a moment ago (a stream reconnect and a restart's recovery met)
+        if not busy and self._turns.is_busy(session_id) and not self._turns.is_accepted(session_id):
+            # Its prompt is on its way (waiting for this very server): idle now says nothing
+            # about this turn, and the stored answer is the previous turn's.
+            return
         if busy:
             self._turns.reconcile(binding, client, busy=True)
             await self._journal.started(binding)
