@@ -106,6 +106,23 @@ async def test_a_429_storm_delays_finals_and_approvals_but_each_arrives_once(
     assert tool_results(llm, "drill-storm") == 1
 
 
+async def test_an_allow_press_runs_the_command_while_its_acknowledgement_is_held_by_429s(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    topic = await bot.new_topic("demo")
+    done = "Drill answer: allowed while the spinner could not be stopped."
+    when_asked_to_run(llm, "held job", "drill-held", done)
+    await bot.say("held job", topic)
+    ask = await bot.wait_message(topic, "permission: bash")
+    held = bot.fake.add_fault("answerCallbackQuery", 429, retry_after=5, times=6)  # ~30 s
+    await bot.fake.click(ask.message_id, label="✅ Allow once")
+
+    await bot.fake.wait_for(lambda: tool_results(llm, "drill-held") == 1, WAIT_S, "the command")
+    acknowledged = [c for c in bot.fake.calls("answerCallbackQuery") if c.ok]
+    assert held.times > 0 and acknowledged == []  # the press's work did not wait for it
+    await exactly_once(bot, topic, done, within_s=3 * WAIT_S)
+
+
 # --- presses that must change nothing -----------------------------------------------------------
 
 
