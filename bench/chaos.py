@@ -19,7 +19,8 @@ Faults, one at a time per kind, a random 5–12 s apart; the first six are one o
 they are drawn with weights 3:2:2:2:1:2 in this order:
 server kill -9 (a managed topic's `opencode serve`), bot kill -9 + restart, Bot API outage (every
 call fails with a connection error for 5–20 s), 429 burst (sendMessage, editMessageText and
-answerCallbackQuery refused 2–6 times each with retry_after 1–3 s), stream stall (the external
+answerCallbackQuery refused 2–6 times each with retry_after 1–3 s, refusals not used within
+5–15 s expire), stream stall (the external
 server's event stream frozen for 35–45 s, longer than the bot's 30 s watchdog), approval pending
 across a restart (the next permission prompt shown is pressed while the bot is killed; the bot is
 started again after the press). Bot restarts and outages never overlap (a start during an outage
@@ -132,6 +133,7 @@ class ChaosConfig:
     fault_gap_s: tuple[float, float] = (5.0, 12.0)
     outage_s: tuple[float, float] = (5.0, 20.0)
     stall_s: tuple[float, float] = (35.0, 45.0)
+    burst_s: tuple[float, float] = (5.0, 15.0)
     bot_down_s: tuple[float, float] = (0.2, 3.0)
 
 
@@ -378,11 +380,20 @@ class Faults:
             self._record("api_outage", started)
 
     async def burst_429(self) -> None:
+        """Refusals last as long as the burst: a method the bot did not call meanwhile is not
+        refused later (refusals piling up over bursts would be no Telegram behaviour)."""
         started = time.monotonic()
-        for method in ("sendMessage", "editMessageText", "answerCallbackQuery"):
+        refusals = [
             self._rig.fake.add_fault(
                 method, 429, retry_after=self._rng.randint(1, 3), times=self._rng.randint(2, 6)
             )
+            for method in ("sendMessage", "editMessageText", "answerCallbackQuery")
+        ]
+        try:
+            await asyncio.sleep(self._rng.uniform(*self._config.burst_s))
+        finally:
+            for refusal in refusals:
+                refusal.times = 0
         self._record("burst_429", started)
 
     async def stream_stall(self) -> None:
