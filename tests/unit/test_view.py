@@ -114,16 +114,3 @@ async def test_the_summary_is_the_last_word_even_after_a_late_snapshot() -> None
     edits = [text for kind, text in bot.calls if kind == "edit"]
     assert edits[-1].startswith("✅ Done in 9s")
     assert not any("late" in text for text in edits)
-
-
-async def test_the_progress_message_is_closed_before_the_answer_is_sent() -> None:
-    """A kill between the two then leaves the answer owed (sent by the restart, which closes
-    the same message again), never an answered turn whose message still says "Working"."""
-    bot = GatedBot()
-    async with chat_on(bot, now=4.0) as chat:
-        chat.show_progress(TOPIC, snapshot("streaming"))
-        await settle()
-        done = replace(snapshot("the answer"), phase=TurnPhase.DONE, finished_at=4.0)
-        await asyncio.wait_for(chat.show_final(TOPIC, done, streaming=True), 2.0)
-    kinds = [(kind, text.split(" · ")[0]) for kind, text in bot.calls]
-    assert kinds == [("send", "⏳ Working"), ("edit", "✅ Done in 4s"), ("send", "the answer")]

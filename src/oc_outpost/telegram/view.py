@@ -409,26 +409,21 @@ class TelegramChat:
         return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=data)]])
 
     async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
-        """The progress message is reduced to its summary first, then the answer is sent: a
-        bot killed in between still owes the answer (the journal keeps it until it is sent),
-        and the restart closes the same message again. The other way round, the answer was
-        sent, the turn crossed out, and the message left "Working" with a live Stop button."""
         # The Diff button goes on the summary line when the progress message shows one.
         diff = diff_rows(turn.output.changes, turn.output.diff_token)
         shown = self._progress.get(turn.turn_id)
         on_summary = shown is not None and shown.message_id is not None
-        await self._close_progress(turn, diff if on_summary else None)
         parts = final_parts(turn)
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             markup = InlineKeyboardMarkup(diff) if diff and last and not on_summary else None
             await self._send_part(topic_id, part, Priority.FINAL, markup)
         self._metrics.final_delivered()
+        await self._close_progress(turn, diff if on_summary else None)
         await self._uploads.send_images(topic_id, turn.output.images, priority=Priority.FINAL)
 
     async def _close_progress(self, turn: TurnSnapshot, rows: Rows | None) -> None:
-        """Reduce the progress message to the turn's summary (with ``rows`` as its buttons) and
-        wait for that edit; a failed one is logged (the answer is sent all the same)."""
+        """Reduce the progress message to the turn's summary (with ``rows`` as its buttons)."""
         progress = self._progress.pop(turn.turn_id, None)
         if progress is None:
             return
@@ -450,8 +445,7 @@ class TelegramChat:
             priority=Priority.FINAL,
             key=("progress-edit", progress.message_id),
         )
-        await asyncio.wait([future])
-        progress.log_failure(future)
+        future.add_done_callback(progress.log_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
