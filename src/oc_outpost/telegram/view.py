@@ -26,6 +26,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.chat import (
+    ClosingProgress,
     GoneTopics,
     HistoryEntry,
     PermissionPrompt,
@@ -96,6 +97,11 @@ def _entities(part: Formatted) -> list[MessageEntity]:
 
 def _stop_data(markup: InlineKeyboardMarkup) -> str | None:
     return markup.inline_keyboard[0][0].callback_data  # type: ignore[return-value]
+
+
+def _log_reduce_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a progress message left by the last run stays: %s", future.exception())
 
 
 def _not_modified(exc: BadRequest) -> bool:
@@ -434,18 +440,42 @@ class TelegramChat:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
-        markup = InlineKeyboardMarkup(rows) if rows else None
+        closing = ClosingProgress(
+            progress.message_id, progress.topic_id, summary_text(turn, self._clock())
+        )
+        await self._progress_log.progress_closing(closing)
+        future = self._reduce(closing, InlineKeyboardMarkup(rows) if rows else None)
+        future.add_done_callback(progress.log_failure)
+
+    def _reduce(
+        self, closing: ClosingProgress, markup: InlineKeyboardMarkup | None = None
+    ) -> asyncio.Future[Any]:
+        """Edit a progress message to its summary; once Telegram took (or refused) the edit,
+        the journal forgets it. Not made (the bot stopped first): the next start makes it."""
         future = self._outbox.enqueue(
-            self._edit_call(
-                progress.message_id, Formatted(summary_text(turn, self._clock())), markup
-            ),
+            self._edit_call(closing.message_id, Formatted(closing.summary), markup),
             method="editMessageText",
             chat_id=self._chat_id,
             # the closing summary is part of the final answer, not paced like live progress
             priority=Priority.FINAL,
-            key=("progress-edit", progress.message_id),
+            key=("progress-edit", closing.message_id),
         )
-        future.add_done_callback(progress.log_failure)
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                self._spawn(self._progress_log.progress_closed(closing.message_id))
+
+        future.add_done_callback(settled)
+        return future
+
+    def close_progress_left(self) -> None:
+        """Reduce the progress messages a previous run had not finished reducing (a kill -9
+        between an answer and its summary left them saying "Working" with a Stop button)."""
+        self._spawn(self._close_left())
+
+    async def _close_left(self) -> None:
+        for closing in await self._progress_log.progress_left_closing():
+            self._reduce(closing).add_done_callback(_log_reduce_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
