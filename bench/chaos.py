@@ -9,7 +9,9 @@ projects created with `/new` (managed servers); the last topic is an external se
 over the HTTP API behind a second proxy that can stall its event stream (so the bot's watchdog
 and reconciliation are exercised). One person writes in every topic at once; in each topic one
 turn at a time: a prompt, and for an approval turn a press on "Allow once", then the next turn
-once the turn is resolved (see below) or after a timeout.
+once the turn is resolved (see below) or after a timeout, and the topic was quiet for 2 s (as a
+person reading the answer: a late notice about a turn is then counted for it, and two prompts
+are never close enough for the bot to join them into one).
 
 Every turn's prompt carries a unique marker; the mock LLM answers it with a unique text (an
 approval turn first calls `bash` with `echo ok-<marker>`, then answers), so the fake's call log
@@ -99,6 +101,8 @@ PRESS_TTL_S = 15.0  # Telegram refuses to answer a press older than this
 TURN_TIMEOUT_S = 150.0
 SETTLE_S = 20.0
 SETUP_WAIT_S = 60.0
+QUIET_S = 2.0  # a topic this long without a new message has shown what the last turn brought
+QUIET_MAX_S = 10.0
 ALLOW = "✅ Allow once"
 # A server killed this long before a prompt still counts as killed during its turn: the bot
 # takes the prompt from Telegram a moment later, and notices the crash a moment after that.
@@ -429,11 +433,27 @@ class Writer:
             if self._rig.stopping.is_set():
                 break
             if previous is not None:
+                await self._read_what_came(turn.topic)
                 previous.until_id = last_message_id(self._rig.fake)
             await self.turn(turn)
             previous = turn
         if previous is not None:
             previous.until_id = 1 << 62
+
+    async def _read_what_came(self, topic: int) -> None:
+        """Before the next prompt, wait until the topic is quiet for a moment, as a person
+        reading the answer would: a notice about the turn that just ended is then its own (not
+        the next turn's), and two prompts are never close enough to be joined into one."""
+        thread = self._rig.topic_ids[topic]
+        deadline = time.monotonic() + QUIET_MAX_S
+        newest, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline and not self._rig.stopping.is_set():
+            shown = [m.message_id for m in self._rig.fake.bot_messages(thread)]
+            if (max(shown) if shown else 0) != newest:
+                newest, quiet_since = max(shown) if shown else 0, time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_S:
+                return
+            await asyncio.sleep(0.1)
 
     async def turn(self, turn: Turn) -> None:
         rig = self._rig
