@@ -3,6 +3,7 @@ could not settle."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from oc_outpost.core.recovery import (
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
+from oc_outpost.opencode import events as ev
+from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.store.active_turns import ActiveTurnStore
@@ -219,3 +222,53 @@ async def test_a_reconcile_before_the_prompt_was_accepted_does_not_end_its_turn(
 
         assert chat.texts == []
         assert tracker.is_busy("ses_1")
+
+
+# --- a late busy event of a turn being delivered ------------------------------------------------
+
+
+class TitledIdleServer(IdleServer):
+    async def get_session(self, session_id: str) -> Any:
+        raise OpenCodeError("no title here")
+
+
+class HeldFinals(Finals):
+    """Finals wait for `release`; every progress drawn is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.progress_turns: set[int] = set()
+
+    def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
+        self.progress_turns.add(turn.turn_id)
+
+    async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
+        await self.release.wait()
+        await super().show_final(topic_id, turn, streaming=streaming)
+
+
+async def test_a_busy_event_arriving_while_its_turn_is_delivered_starts_no_new_turn(
+    tmp_path: Path,
+) -> None:
+    """After a restart the reconcile ends a turn from the session's status; the stream may
+    still bring that turn's own `busy` then. It is not a new turn (one begun for it showed a
+    second progress message, left "Working" with a Stop button for good)."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, tmp_path, "ses_1", "inst_1")
+        chat = HeldFinals()
+        tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+        server = TitledIdleServer("the answer")
+        tracker.begin(binding, server)  # type: ignore[arg-type]
+        await tracker.mark_accepted(binding, server)  # type: ignore[arg-type]
+
+        tracker.reconcile(binding, server, busy=False)  # type: ignore[arg-type]  (ended unseen)
+        busy = ev.SessionStatusChanged("ses_1", ev.SessionStatus("busy"))
+        await tracker.on_event(server, busy)  # type: ignore[arg-type]  (late, from the stream)
+        assert not tracker.is_busy("ses_1")
+        chat.release.set()
+        await tracker.stop()
+
+        assert chat.texts == ["the answer"]
+        assert len(chat.progress_turns) == 1
