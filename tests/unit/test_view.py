@@ -19,7 +19,7 @@ from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
 from oc_outpost.telegram.outbox import Limits, Outbox
-from oc_outpost.telegram.view import TelegramChat
+from oc_outpost.telegram.view import INTERRUPTED, TelegramChat
 
 CHAT = -100123
 TOPIC = 5
@@ -176,3 +176,19 @@ async def chat_on_log(bot: GatedBot, journal: TurnJournal) -> AsyncIterator[Tele
         yield TelegramChat(outbox, CHAT, GoneTopics(), journal)
     finally:
         await outbox.close(1.0)
+
+
+async def test_a_progress_message_of_a_turn_cut_by_a_kill_is_reduced_to_a_note_next_start(
+    tmp_path: Path,
+) -> None:
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        async with chat_on_log(GatedBot(), TurnJournal(ActiveTurnStore(db))) as killed:
+            killed.show_progress(TOPIC, snapshot("streaming"))  # its turn is not journaled yet
+            await settle()
+
+        restarted = GatedBot()
+        async with chat_on_log(restarted, TurnJournal(ActiveTurnStore(db))) as next_run:
+            next_run.close_progress_left()
+            await settle()
+        assert restarted.calls == [("edit", INTERRUPTED)]
+        assert await TurnJournal(ActiveTurnStore(db)).progress_left_closing() == []

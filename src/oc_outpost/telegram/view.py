@@ -58,6 +58,8 @@ from oc_outpost.telegram.uploads import Uploads
 log = logging.getLogger(__name__)
 
 Rows = list[list[InlineKeyboardButton]]
+# What a progress message left by a killed bot says once the next start reduces it.
+INTERRUPTED = "⏹ The bot restarted during this turn; its progress is no longer shown here."
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
 # Answers quote many links (docs, localhost ports): a preview card of the first one is noise.
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -79,6 +81,7 @@ class _Progress:
     shown: str = ""
     closed: bool = False  # the turn ended: its summary replaces the progress
     failure: BaseException | None = None  # the last edit failure logged
+    recorded: asyncio.Task[None] | None = None  # writing the message into the journal
 
     def log_failure(self, future: asyncio.Future[Any]) -> None:
         # Queued edits of one message share a call, so they fail together: log that once.
@@ -382,8 +385,17 @@ class TelegramChat:
         if message is None:
             return  # nothing was drawn (the same text), so nothing was sent
         progress.message_id = message.message_id
-        self._spawn(self._progress_log.progress_shown(progress.turn.session_id, message.message_id))
+        progress.recorded = self._spawn(self._record_shown(progress, message.message_id))
         self._catch_up(progress)
+
+    async def _record_shown(self, progress: _Progress, message_id: int) -> None:
+        """Into the journal: a bot killed before the turn reduces the message leaves it to
+        the next start (its turn may not even be written down yet: then the prompt is handled
+        again and shows another message), which reduces it to a note instead of "Working"."""
+        await self._progress_log.progress_shown(progress.turn.session_id, message_id)
+        await self._progress_log.progress_closing(
+            ClosingProgress(message_id, progress.topic_id, INTERRUPTED)
+        )
 
     def _progress_edited(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
         progress.queued = False
@@ -398,10 +410,11 @@ class TelegramChat:
         if not progress.closed and progress.turn is not progress.drawn:
             self._queue_progress(progress)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._spawned_done)
+        return task
 
     def _spawned_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -440,6 +453,8 @@ class TelegramChat:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
+        if progress.recorded is not None:  # its note must not overwrite the summary
+            await asyncio.wait([progress.recorded])
         closing = ClosingProgress(
             progress.message_id, progress.topic_id, summary_text(turn, self._clock())
         )
