@@ -9,16 +9,20 @@ projects created with `/new` (managed servers); the last topic is an external se
 over the HTTP API behind a second proxy that can stall its event stream (so the bot's watchdog
 and reconciliation are exercised). One person writes in every topic at once; in each topic one
 turn at a time: a prompt, and for an approval turn a press on "Allow once", then the next turn
-once the turn is resolved (see below) or after a timeout.
+once the turn is resolved (see below) or after a timeout, and the topic was quiet for 2 s (as a
+person reading the answer: a late notice about a turn is then counted for it, and two prompts
+are never close enough for the bot to join them into one).
 
 Every turn's prompt carries a unique marker; the mock LLM answers it with a unique text (an
 approval turn first calls `bash` with `echo ok-<marker>`, then answers), so the fake's call log
 tells how often each answer reached Telegram.
 
-Faults, one at a time per kind, a random 5–12 s apart (the first six are one of each kind):
+Faults, one at a time per kind, a random 5–12 s apart; the first six are one of each kind, then
+they are drawn with weights 3:2:2:2:1:2 in this order:
 server kill -9 (a managed topic's `opencode serve`), bot kill -9 + restart, Bot API outage (every
 call fails with a connection error for 5–20 s), 429 burst (sendMessage, editMessageText and
-answerCallbackQuery refused 2–6 times each with retry_after 1–3 s), stream stall (the external
+answerCallbackQuery refused 2–6 times each with retry_after 1–3 s, refusals not used within
+5–15 s expire), stream stall (the external
 server's event stream frozen for 35–45 s, longer than the bot's 30 s watchdog), approval pending
 across a restart (the next permission prompt shown is pressed while the bot is killed; the bot is
 started again after the press). Bot restarts and outages never overlap (a start during an outage
@@ -40,8 +44,15 @@ Figures (counted at the end, after a settle time, from the fake's call log and t
 * approvals: asked (OpenCode got the tool call), shown (permission messages sent; > 1 for one
   request is a duplicate), ran (the command's output reached the model), lost (asked and not
   told, but never shown, or shown and pressed and the command never ran).
+* bot crashes: the bot exited without being killed (it is started again and the run goes on).
 * error posts: "⚠️ Something went wrong" messages; progress left live: messages that still carry
   a Stop button at the end (no turn runs then).
+
+A run is clean with no turn lost, dropped or duplicated, no approval lost or shown twice, no
+progress message left live and no bot crash. One that is not keeps its work directory (the
+bot's log, `diagnosis.txt`, `faults.txt`, `calls.jsonl`: the Bot API calls) and prints, for
+every turn not delivered exactly once, what its topic showed meanwhile, and every message left
+with a Stop button.
 """
 
 from __future__ import annotations
@@ -66,12 +77,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 
 if __package__ in (None, ""):  # run as a script: make `bench` and `tests.rig` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.rig.app_bot import start_outside_server, stop_outside_server
+from tests.rig.app_bot import opencode_servers_in, start_outside_server, stop_outside_server
 from tests.rig.bot_fixtures import free_port
 from tests.rig.fake_telegram import ANY, FakeTelegram, StoredMessage
 from tests.rig.mock_llm import MockLLM, Text, ToolCall
@@ -85,15 +95,18 @@ from tests.rig.telegram_fixtures import (
     TEST_CHAT_ID,
 )
 
-from oc_outpost.servers.process import is_opencode_server
-
 log = logging.getLogger("chaos")
 
 PRESS_TTL_S = 15.0  # Telegram refuses to answer a press older than this
 TURN_TIMEOUT_S = 150.0
 SETTLE_S = 20.0
 SETUP_WAIT_S = 60.0
+QUIET_S = 2.0  # a topic this long without a new message has shown what the last turn brought
+QUIET_MAX_S = 10.0
 ALLOW = "✅ Allow once"
+# A server killed this long before a prompt still counts as killed during its turn: the bot
+# takes the prompt from Telegram a moment later, and notices the crash a moment after that.
+KILL_BEFORE_S = 5.0
 NOTICE_MARKS = ("did not finish", "not accepted", "has no answer", "not available", "❌", "⌛")
 ERROR_POST = "Something went wrong"
 KINDS = (
@@ -104,6 +117,7 @@ KINDS = (
     "stream_stall",
     "approval_restart",
 )
+WEIGHTS = (3, 2, 2, 2, 1, 2)  # how often each kind is picked after the first round
 KIND_NAMES = {
     "server_kill": "server kill -9",
     "bot_kill": "bot kill -9 + restart",
@@ -123,6 +137,7 @@ class ChaosConfig:
     fault_gap_s: tuple[float, float] = (5.0, 12.0)
     outage_s: tuple[float, float] = (5.0, 20.0)
     stall_s: tuple[float, float] = (35.0, 45.0)
+    burst_s: tuple[float, float] = (5.0, 15.0)
     bot_down_s: tuple[float, float] = (0.2, 3.0)
 
 
@@ -174,6 +189,7 @@ class Rig:
     stream_line: PausableProxy
     topic_ids: list[int]
     project_dirs: list[Path]
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # SIGTERM: wind down
 
     @property
     def managed(self) -> list[int]:
@@ -233,9 +249,9 @@ async def register(bot: ProcessBot, key: str, path: Path, url: str, password: st
 
 
 async def stop_rig(rig: Rig) -> int:
+    stop_outside_server(rig.external)
     code = await rig.bot.terminate() if rig.bot.running_process.running else -1
     await rig.bot.line.stop()
-    stop_outside_server(rig.external)
     await rig.stream_line.stop()
     await rig.fake.stop()
     rig.llm.stop()
@@ -258,6 +274,8 @@ class Faults:
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.approval_restart_armed = False
+        self.failed: Counter[str] = Counter()  # faults whose own action failed
+        self.crashes: list[int | None] = []  # exit codes of the bot exiting by itself
 
     def counts(self) -> Counter[str]:
         return Counter(event.kind for event in self.events)
@@ -265,17 +283,31 @@ class Faults:
     async def run(self, done: asyncio.Event) -> None:
         order = list(KINDS)
         self._rng.shuffle(order)
+        watcher = asyncio.create_task(self._watch_bot(done))
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), self._rng.uniform(*self._config.fault_gap_s))
             if done.is_set():
                 break
-            kind = order.pop(0) if order else self._rng.choice(KINDS)
+            kind = order.pop(0) if order else self._rng.choices(KINDS, WEIGHTS)[0]
             if kind in self._busy or (kind == "approval_restart" and self.approval_restart_armed):
                 self.skipped[kind] += 1
                 continue
             self._spawn(kind)
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await watcher
+
+    async def _watch_bot(self, done: asyncio.Event) -> None:
+        """A bot that exits when nobody killed it is a crash: counted, and started again."""
+        while not done.is_set():
+            await asyncio.sleep(0.5)
+            if self._line.locked() or self._rig.bot.running_process.running:
+                continue
+            async with self._line:
+                code = self._rig.bot.running_process.process.returncode
+                log.error("the bot exited by itself (code %s); starting it again", code)
+                self.crashes.append(code)
+                await self._rig.bot.start()
 
     def _spawn(self, kind: str) -> None:
         actions: dict[str, Callable[[], Awaitable[None]]] = {
@@ -296,7 +328,13 @@ class Faults:
 
         task = asyncio.create_task(run(), name=f"fault-{kind}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failed[task.get_name()] += 1
+            log.error("%s failed: %s", task.get_name(), str(task.exception())[:300])
 
     def _record(self, kind: str, started: float, topic: int | None = None) -> None:
         self.events.append(FaultEvent(kind, started, time.monotonic(), topic))
@@ -346,11 +384,20 @@ class Faults:
             self._record("api_outage", started)
 
     async def burst_429(self) -> None:
+        """Refusals last as long as the burst: a method the bot did not call meanwhile is not
+        refused later (refusals piling up over bursts would be no Telegram behaviour)."""
         started = time.monotonic()
-        for method in ("sendMessage", "editMessageText", "answerCallbackQuery"):
+        refusals = [
             self._rig.fake.add_fault(
                 method, 429, retry_after=self._rng.randint(1, 3), times=self._rng.randint(2, 6)
             )
+            for method in ("sendMessage", "editMessageText", "answerCallbackQuery")
+        ]
+        try:
+            await asyncio.sleep(self._rng.uniform(*self._config.burst_s))
+        finally:
+            for refusal in refusals:
+                refusal.times = 0
         self._record("burst_429", started)
 
     async def stream_stall(self) -> None:
@@ -364,13 +411,8 @@ class Faults:
 
 
 def server_pid(directory: Path) -> int | None:
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if is_opencode_server(process) and Path(process.cwd()) == directory:
-                return process.pid
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return None
+    servers = opencode_servers_in(directory)
+    return servers[0].pid if servers else None
 
 
 # --- the person writing ----------------------------------------------------------------------
@@ -383,16 +425,35 @@ class Writer:
         self._rig = rig
         self._faults = faults
         self._rng = rng
+        self._unpressed: list[Turn] = []  # approval turns of this topic, pressed or not yet
 
     async def run(self, turns: list[Turn]) -> None:
         previous: Turn | None = None
         for turn in turns:
+            if self._rig.stopping.is_set():
+                break
             if previous is not None:
+                await self._read_what_came(turn.topic)
                 previous.until_id = last_message_id(self._rig.fake)
             await self.turn(turn)
             previous = turn
         if previous is not None:
             previous.until_id = 1 << 62
+
+    async def _read_what_came(self, topic: int) -> None:
+        """Before the next prompt, wait until the topic is quiet for a moment, as a person
+        reading the answer would: a notice about the turn that just ended is then its own (not
+        the next turn's), and two prompts are never close enough to be joined into one."""
+        thread = self._rig.topic_ids[topic]
+        deadline = time.monotonic() + QUIET_MAX_S
+        newest, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline and not self._rig.stopping.is_set():
+            shown = [m.message_id for m in self._rig.fake.bot_messages(thread)]
+            if (max(shown) if shown else 0) != newest:
+                newest, quiet_since = max(shown) if shown else 0, time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_S:
+                return
+            await asyncio.sleep(0.1)
 
     async def turn(self, turn: Turn) -> None:
         rig = self._rig
@@ -412,7 +473,8 @@ class Writer:
         deadline = turn.sent_at + TURN_TIMEOUT_S
         if turn.approval:
             await self._approve(turn, deadline)
-        done = await until(lambda: resolved(rig, turn), deadline)
+            self._unpressed.append(turn)
+        done = await self._resolution(turn, deadline)
         turn.ended_at = time.monotonic()
         outcome = "answered" if times_sent(rig.fake, turn.answer) else "told" if done else "open"
         log.info(
@@ -424,19 +486,37 @@ class Writer:
             turn.ended_at - turn.sent_at,
         )
 
+    async def _resolution(self, turn: Turn, deadline: float) -> bool:
+        """Wait for the turn's answer or notice; meanwhile press a permission prompt of an
+        earlier turn that shows up late (as a person would; the session waits for it)."""
+        while time.monotonic() < deadline and not self._rig.stopping.is_set():
+            if resolved(self._rig, turn):
+                return True
+            for earlier in [t for t in self._unpressed if not t.pressed]:
+                ask = permission_shown(self._rig.fake, earlier)
+                if ask is not None:
+                    await self._press(ask, earlier)
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _press(self, ask: StoredMessage, turn: Turn) -> None:
+        with contextlib.suppress(LookupError):  # answered or expired meanwhile
+            await self._rig.fake.click(ask.message_id, label=ALLOW, user_id=ALLOWED_USER_ID)
+            turn.pressed = True
+
     async def _approve(self, turn: Turn, deadline: float) -> None:
         fake = self._rig.fake
         ask = await until(
-            lambda: permission_shown(fake, turn) or resolved(self._rig, turn), deadline
+            lambda: permission_shown(fake, turn) or resolved(self._rig, turn),
+            deadline,
+            self._rig.stopping,
         )
         if not isinstance(ask, StoredMessage):
             return
         await asyncio.sleep(self._rng.uniform(0.0, 2.0))
 
         async def press() -> None:
-            with contextlib.suppress(LookupError):  # answered or expired meanwhile
-                await fake.click(ask.message_id, label=ALLOW, user_id=ALLOWED_USER_ID)
-                turn.pressed = True
+            await self._press(ask, turn)
 
         if self._faults.approval_restart_armed:
             await self._faults.restart_with_press(press)
@@ -444,8 +524,8 @@ class Writer:
             await press()
 
 
-async def until(probe: Callable[[], object], deadline: float) -> object:
-    while time.monotonic() < deadline:
+async def until(probe: Callable[[], object], deadline: float, stopping: asyncio.Event) -> object:
+    while time.monotonic() < deadline and not stopping.is_set():
         if value := probe():
             return value
         await asyncio.sleep(0.1)
@@ -456,9 +536,14 @@ def last_message_id(fake: FakeTelegram) -> int:
     return fake.chat.next_message_id - 1
 
 
+def is_permission(text: str, turn: Turn) -> bool:
+    """The turn's permission prompt (its progress message names the command too)."""
+    return text.startswith("🔐") and turn.command_output in text
+
+
 def permission_shown(fake: FakeTelegram, turn: Turn) -> StoredMessage | None:
     return next(
-        (m for m in fake.bot_messages(ANY) if turn.command_output in (m.text or "") and m.buttons),
+        (m for m in fake.bot_messages(ANY) if is_permission(m.text or "", turn) and m.buttons),
         None,
     )
 
@@ -489,6 +574,7 @@ def notices(rig: Rig, turn: Turn) -> list[str]:
 @dataclass
 class Figures:
     turns: int = 0
+    unsent: int = 0
     approvals: int = 0
     accepted: int = 0
     once: int = 0
@@ -506,6 +592,7 @@ class Figures:
     approvals_lost: int = 0
     error_posts: int = 0
     progress_left_live: int = 0
+    bot_crashes: int = 0  # the bot exited by itself (and was started again)
     examples: dict[str, list[int]] = field(default_factory=dict)
 
     def note(self, what: str, turn: Turn) -> None:
@@ -525,6 +612,53 @@ def tally(rig: Rig, turns: list[Turn], events: list[FaultEvent]) -> Figures:
     return figures
 
 
+def diagnosis(rig: Rig, turns: list[Turn], figures: Figures, base: float) -> str:
+    """What the topic showed around every turn that was not delivered exactly once."""
+    wanted = {n for numbers in figures.examples.values() for n in numbers}
+    prompts = asked_prompts(rig.llm)
+    lines = []
+    for turn in (t for t in turns if t.number in wanted):
+        upper = turn.until_id or (1 << 62)
+        shown = [
+            f"    #{m.message_id}: {(m.text or '')[:160]!r}{' [buttons]' if m.buttons else ''}"
+            for m in rig.fake.bot_messages(rig.topic_ids[turn.topic], include_deleted=True)
+            if turn.after_id < m.message_id <= upper
+        ]
+        lines.append(
+            f"{turn.marker} topic {turn.topic} approval={turn.approval} pressed={turn.pressed} "
+            f"accepted={turn.marker in prompts} sent at +{turn.sent_at - base:.1f} s, "
+            f"waited until +{turn.ended_at - base:.1f} s, answer sent "
+            f"{times_sent(rig.fake, turn.answer)}x"
+        )
+        lines.extend(shown or ["    (no bot message in the topic meanwhile)"])
+    lines.extend(live_progress(rig, base))
+    return "\n".join(lines)
+
+
+def live_progress(rig: Rig, base: float) -> list[str]:
+    """Every message still carrying a Stop button, with when it was sent."""
+    sent_at = {
+        call.result["message_id"]: call.at
+        for call in rig.fake.calls("sendMessage")
+        if call.ok and isinstance(call.result, dict)
+    }
+    return [
+        f"live progress #{m.message_id} in thread {m.thread_id}, sent at "
+        f"+{sent_at.get(m.message_id, base) - base:.1f} s: {(m.text or '')[:120]!r}"
+        for m in rig.fake.bot_messages(ANY)
+        if any(b["text"] == "⏹ Stop" for b in m.buttons)
+    ]
+
+
+def bot_api_calls(fake: FakeTelegram) -> str:
+    """The fake's call log without long polls, one JSON object a line."""
+    return "\n".join(
+        json.dumps(call.to_json(), default=str)
+        for call in fake.calls()
+        if call.method != "getUpdates"
+    )
+
+
 def asked_prompts(llm: MockLLM) -> str:
     """Every last message OpenCode sent to the model, as one searchable text."""
     return "\n".join(json.dumps(body["messages"][-1]) for body in llm.agent_requests)
@@ -533,6 +667,9 @@ def asked_prompts(llm: MockLLM) -> str:
 def count_turn(
     figures: Figures, rig: Rig, turn: Turn, prompts: str, events: list[FaultEvent]
 ) -> None:
+    if not turn.sent_at:  # the run was stopped before its turn came
+        figures.unsent += 1
+        return
     sent = times_sent(rig.fake, turn.answer)
     accepted = turn.marker in prompts
     told = bool(notices(rig, turn)) and sent == 0
@@ -564,7 +701,7 @@ def count_approval(figures: Figures, rig: Rig, turn: Turn, *, accepted: bool, to
     shown = sum(
         1
         for call in rig.fake.calls("sendMessage")
-        if call.ok and turn.command_output in call.params["text"]
+        if call.ok and is_permission(call.params["text"], turn)
     )
     ran = max(
         (
@@ -592,7 +729,9 @@ def count_approval(figures: Figures, rig: Rig, turn: Turn, *, accepted: bool, to
 def killed_during(turn: Turn, events: list[FaultEvent]) -> bool:
     end = turn.ended_at or time.monotonic()
     return any(
-        e.kind == "server_kill" and e.topic == turn.topic and turn.sent_at <= e.started <= end
+        e.kind == "server_kill"
+        and e.topic == turn.topic
+        and turn.sent_at - KILL_BEFORE_S <= e.started <= end
         for e in events
     )
 
@@ -619,6 +758,7 @@ async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str
     rng = random.Random(config.seed)
     turns = plan(config, rng)
     rig = await start_rig(config, workdir)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, rig.stopping.set)
     exit_code = -1
     try:
         started = time.monotonic()
@@ -634,11 +774,21 @@ async def soak(config: ChaosConfig, workdir: Path) -> tuple[Figures, Counter[str
         await asyncio.gather(*writers)
         writers_done.set()
         await injector
-        await until(lambda: all(resolved(rig, t) for t in turns), time.monotonic() + SETTLE_S)
+        settled = time.monotonic() + SETTLE_S
+        await until(lambda: all(resolved(rig, t) for t in turns), settled, rig.stopping)
         await asyncio.sleep(2.0)  # a late duplicate would show now
         wall = time.monotonic() - started
         figures = tally(rig, turns, faults.events)
+        figures.bot_crashes = len(faults.crashes)
         counts = faults.counts()
+        (workdir / "diagnosis.txt").write_text(diagnosis(rig, turns, figures, started))
+        (workdir / "calls.jsonl").write_text(bot_api_calls(rig.fake))
+        (workdir / "faults.txt").write_text(
+            "\n".join(
+                f"{e.kind} +{e.started - started:.1f}..+{e.ended - started:.1f} s topic {e.topic}"
+                for e in faults.events
+            )
+        )
     finally:
         exit_code = await stop_rig(rig)
     return figures, counts, wall, exit_code
@@ -650,7 +800,8 @@ def report(config: ChaosConfig, f: Figures, counts: Counter[str], wall: float, c
     return "\n".join(
         [
             f"chaos soak: seed {config.seed}, {f.turns} turns over {config.topics} topics "
-            f"({config.topics - 1} managed, 1 external), {f.approvals} with an approval",
+            f"({config.topics - 1} managed, 1 external), {f.approvals} with an approval"
+            + (f", {f.unsent} not sent (the run was stopped)" if f.unsent else ""),
             f"faults injected: {faults} (total {sum(counts.values())})",
             f"turns: accepted {f.accepted}, delivered exactly once {f.once}, duplicates "
             f"{f.duplicates}, lost {f.lost}, told {f.told} (cut by a server kill "
@@ -659,7 +810,7 @@ def report(config: ChaosConfig, f: Figures, counts: Counter[str], wall: float, c
             f"twice {f.approvals_shown_twice}, ran {f.approvals_ran}, ran twice "
             f"{f.approvals_ran_twice}, lost {f.approvals_lost}",
             f"error posts {f.error_posts}, progress messages left live {f.progress_left_live}, "
-            f"bot exit code at SIGTERM {code}",
+            f"bot crashes {f.bot_crashes}, bot exit code at SIGTERM {code}",
             f"turn numbers: {examples}",
             f"wall time {wall:.0f} s",
         ]
@@ -682,25 +833,29 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, bool]:
     return ChaosConfig(args.turns, args.topics, args.seed, outage_s=outage), args.keep
 
 
-def interrupted(signum: int, frame: object) -> None:
-    os.kill(os.getpid(), signal.SIGINT)  # asyncio.run cancels the run: its clean-up runs
+def is_clean(figures: Figures) -> bool:
+    turns = figures.lost + figures.duplicates + figures.dropped
+    approvals = figures.approvals_lost + figures.approvals_shown_twice
+    return turns + approvals + figures.progress_left_live + figures.bot_crashes == 0
 
 
 def main(argv: list[str] | None = None) -> int:
     config, keep = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupted)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="oc-outpost-chaos-"))
+    figures: Figures | None = None
     try:
         figures, counts, wall, code = asyncio.run(soak(config, workdir))
     finally:
-        if keep:
+        clean = figures is not None and is_clean(figures)
+        if keep or not clean:  # a failed run's bot log and diagnosis are in it
             print(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    if not clean and (workdir / "diagnosis.txt").exists():
+        print((workdir / "diagnosis.txt").read_text())
     print(report(config, figures, counts, wall, code))
-    clean = figures.lost + figures.duplicates + figures.approvals_lost + figures.dropped == 0
     return 0 if clean else 1
 
 

@@ -25,7 +25,7 @@ from telegram.request import HTTPXRequest
 from tests.rig.fake_telegram import FORUM_ICONS, Call, FakeTelegram
 
 from bench.glance import Glance
-from oc_outpost.core.chat import GoneTopics
+from oc_outpost.core.chat import ClosingProgress, GoneTopics
 from oc_outpost.core.topic_states import TopicState
 from oc_outpost.core.turn import ToolLine, TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import MINUTE_S, Clock, Limits, Outbox
@@ -47,6 +47,15 @@ class NoProgressLog:
 
     async def progress_shown(self, session_id: str, message_id: int) -> None:
         return None
+
+    async def progress_closing(self, closing: ClosingProgress) -> None:
+        return None
+
+    async def progress_closed(self, message_id: int) -> None:
+        return None
+
+    async def progress_left_closing(self) -> list[ClosingProgress]:
+        return []
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,7 @@ class OutpostApp:
             ),
             retry,
         )
+        chat.close_progress_left()  # summaries a kill -9 kept from being drawn
         await self.controller.start()  # adopt running servers, deliver what finished meanwhile
         if self.board is not None:
             await self.board.start()

@@ -25,9 +25,10 @@ from tests.rig.counting import (
     tool_results,
     unchanged,
     user_turns,
+    when_asked_to_run,
 )
 from tests.rig.fake_telegram import ANY
-from tests.rig.mock_llm import MockLLM, Text, ToolCall
+from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.process_bot import ProcessBot
 from tests.rig.telegram_fixtures import ALLOWED_USER_ID, OTHER_USER_ID
 
@@ -87,10 +88,7 @@ async def test_a_429_storm_delays_finals_and_approvals_but_each_arrives_once(
 ) -> None:
     topic = await bot.new_topic("demo")
     done = "Drill answer: the storm is over and the command ran."
-    llm.when(
-        "storm job",
-        ToolCall("bash", {"command": "echo drill-storm", "description": "Storm"}, then=done),
-    )
+    when_asked_to_run(llm, "storm job", "drill-storm", done)
     storm = [
         bot.fake.add_fault(method, 429, retry_after=1, times=4)
         for method in ("sendMessage", "editMessageText", "answerCallbackQuery")
@@ -108,6 +106,23 @@ async def test_a_429_storm_delays_finals_and_approvals_but_each_arrives_once(
     assert tool_results(llm, "drill-storm") == 1
 
 
+async def test_an_allow_press_runs_the_command_while_its_acknowledgement_is_held_by_429s(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    topic = await bot.new_topic("demo")
+    done = "Drill answer: allowed while the spinner could not be stopped."
+    when_asked_to_run(llm, "held job", "drill-held", done)
+    await bot.say("held job", topic)
+    ask = await bot.wait_message(topic, "permission: bash")
+    held = bot.fake.add_fault("answerCallbackQuery", 429, retry_after=5, times=6)  # ~30 s
+    await bot.fake.click(ask.message_id, label="✅ Allow once")
+
+    await bot.fake.wait_for(lambda: tool_results(llm, "drill-held") == 1, WAIT_S, "the command")
+    acknowledged = [c for c in bot.fake.calls("answerCallbackQuery") if c.ok]
+    assert held.times > 0 and acknowledged == []  # the press's work did not wait for it
+    await exactly_once(bot, topic, done, within_s=3 * WAIT_S)
+
+
 # --- presses that must change nothing -----------------------------------------------------------
 
 
@@ -116,10 +131,7 @@ async def test_replayed_forged_and_intruder_presses_on_an_approval_change_nothin
 ) -> None:
     topic = await bot.new_topic("demo")
     done = "Drill answer: approved once, by the right person."
-    llm.when(
-        "guarded job",
-        ToolCall("bash", {"command": "echo drill-guarded", "description": "Guarded"}, then=done),
-    )
+    when_asked_to_run(llm, "guarded job", "drill-guarded", done)
     await bot.say("guarded job", topic)
     ask = snapshot(await bot.wait_message(topic, "permission: bash"))
     allow = next(b["callback_data"] for b in ask.buttons if b["text"] == "✅ Allow once")

@@ -23,9 +23,10 @@ from tests.rig.counting import (
     snapshot,
     tool_results,
     user_turns,
+    when_asked_to_run,
 )
 from tests.rig.fake_telegram import FakeTelegram
-from tests.rig.mock_llm import MockLLM, Text, ToolCall
+from tests.rig.mock_llm import MockLLM, Text
 from tests.rig.process_bot import ProcessBot
 from tests.rig.telegram_fixtures import ALLOWED_USER_ID, TEST_CHAT_ID, ptb_bot
 
@@ -99,10 +100,7 @@ async def test_kill_9_with_an_approval_pending_the_press_after_restart_is_honour
     bot = process_bot
     topic = await bot.new_topic("demo")
     done = "Drill answer: deployed after the bot came back."
-    llm.when(
-        "deploy it",
-        ToolCall("bash", {"command": "echo drill-deployed", "description": "Deploy"}, then=done),
-    )
+    when_asked_to_run(llm, "deploy it", "drill-deployed", done)
     await bot.say("deploy it", topic)
     ask = snapshot(await bot.wait_message(topic, "permission: bash"))
 

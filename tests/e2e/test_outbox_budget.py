@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from oc_outpost.core.chat import GoneTopics, PermissionPrompt
+from oc_outpost.core.chat import ClosingProgress, GoneTopics, PermissionPrompt
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
 from oc_outpost.telegram.outbox import Clock, Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
@@ -35,6 +35,15 @@ class NoProgressLog:
 
     async def progress_shown(self, session_id: str, message_id: int) -> None:
         return None
+
+    async def progress_closing(self, closing: ClosingProgress) -> None:
+        return None
+
+    async def progress_closed(self, message_id: int) -> None:
+        return None
+
+    async def progress_left_closing(self) -> list[ClosingProgress]:
+        return []
 
 
 @dataclass

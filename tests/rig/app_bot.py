@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,13 +71,18 @@ class AppBot(RunningBot):
 
 def opencode_servers_in(directory: Path) -> list[psutil.Process]:
     """Live OpenCode server processes whose working directory is `directory`."""
+    return opencode_servers_where(lambda cwd: cwd == directory)
+
+
+def opencode_servers_where(wanted: Callable[[Path], bool]) -> list[psutil.Process]:
+    """Live OpenCode server processes whose working directory satisfies `wanted`."""
     found = []
     for process in psutil.process_iter(["name", "cmdline"]):
         try:
             if (
                 is_opencode_server(process)
                 and process.status() != psutil.STATUS_ZOMBIE
-                and Path(process.cwd()) == directory
+                and wanted(Path(process.cwd()))
             ):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

@@ -23,6 +23,7 @@ from tests.rig.fake_telegram import FakeTelegram
 CLI = Path(sys.executable).parent / "oc-outpost"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
+RUNNING = "oc-outpost is running"  # the bot's log line once it polls
 
 
 @dataclass
@@ -37,15 +38,14 @@ class BotProcess:
     async def start(
         cls, fake: FakeTelegram, env: Mapping[str, str], *, cwd: Path, log: Path
     ) -> BotProcess:
-        """Run `oc-outpost` and wait until it is up (its setMyCommands reached the fake)."""
-        commands_before = len(fake.calls("setMyCommands"))
+        """Run `oc-outpost` and wait until it is up: it logged that it runs, which it does once
+        its start-up calls (setMyCommands, deleteWebhook) are done and it polls."""
+        offset = _size(log)
         process = _spawn(env, cwd, log)
         bot = cls(process, log, fake, env, cwd)
         try:
             await fake.wait_for(
-                lambda: (
-                    len(fake.calls("setMyCommands")) > commands_before or process.poll() is not None
-                ),
+                lambda: _says_running(log, offset) or process.poll() is not None,
                 timeout=START_TIMEOUT_S,
                 what="bot process start",
             )
@@ -93,6 +93,17 @@ class BotProcess:
         if self.running:
             raise AssertionError("restart() of a bot that still runs: kill() or stop() it first")
         return await BotProcess.start(self.fake, self.env, cwd=self.cwd, log=self.log)
+
+
+def _size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
+
+
+def _says_running(log: Path, offset: int) -> bool:
+    """Whether what was logged into ``log`` after ``offset`` says the bot is running."""
+    with log.open("rb") as output:
+        output.seek(offset)
+        return RUNNING.encode() in output.read()
 
 
 def _spawn(env: Mapping[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:

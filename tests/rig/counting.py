@@ -9,7 +9,7 @@ import json
 
 from tests.rig.bot_fixtures import WAIT_S, RunningBot
 from tests.rig.fake_telegram import ANY, FakeTelegram, StoredMessage
-from tests.rig.mock_llm import MockLLM
+from tests.rig.mock_llm import MockLLM, ToolCall
 
 SETTLE_S = 1.5  # after a message arrived: time for a duplicate to show up, if there is one
 ERROR_POST = "Something went wrong"
@@ -25,6 +25,13 @@ async def exactly_once(bot: RunningBot, topic: int, text: str, within_s: float =
     await bot.wait_message(topic, lambda m: m.text == text, within_s=within_s)
     await asyncio.sleep(SETTLE_S)
     assert sent_times(bot.fake, text) == 1, bot.fake.dump_calls()
+
+
+def when_asked_to_run(llm: MockLLM, prompt: str, output: str, done: str) -> None:
+    """The model answers ``prompt`` by running `echo <output>` in bash (which asks for
+    permission), then with ``done``."""
+    command = {"command": f"echo {output}", "description": "Drill"}
+    llm.when(prompt, ToolCall("bash", command, then=done))
 
 
 def asked_llm(llm: MockLLM, text: str) -> bool:

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from oc_outpost.config import load_settings
-from oc_outpost.servers.process import is_opencode_server
+from tests.rig.app_bot import opencode_servers_where
 from tests.rig.bot_fixtures import RunningBot, bot_env
 from tests.rig.bot_process import BotProcess
 from tests.rig.fake_telegram import FakeTelegram
@@ -68,23 +68,7 @@ class ProcessBot(RunningBot):
     def opencode_servers(self) -> list[psutil.Process]:
         """Live OpenCode servers of this test, whoever started them (after a kill -9 the
         bot's servers are no longer its children)."""
-        return opencode_servers_under(self.workdir)
-
-
-def opencode_servers_under(base: Path) -> list[psutil.Process]:
-    """Live `opencode serve` processes whose working directory is under `base`."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if (
-                is_opencode_server(process)
-                and process.status() != psutil.STATUS_ZOMBIE
-                and Path(process.cwd()).is_relative_to(base)
-            ):
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
+        return opencode_servers_where(lambda cwd: cwd.is_relative_to(self.workdir))
 
 
 async def start_process_bot(

@@ -3,6 +3,7 @@ request, one answer per request, a failed send or reply never loses the request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,28 @@ async def test_a_request_is_shown_once_however_often_it_is_seen(store: PendingSt
 
     await approvals.on_event("inst_1", BINDING, ASKED)
     await approvals.on_event("inst_1", BINDING, ASKED)  # e.g. listed again by a reconcile
+
+    assert len(chat.asked) == 1
+
+
+class SlowChat(FakeChat):
+    """Telegram makes the bot wait (a 429) while the request is seen a second time."""
+
+    async def ask_permission(self, topic_id: int, prompt: Any) -> int:
+        await asyncio.sleep(0.05)
+        return await super().ask_permission(topic_id, prompt)
+
+
+async def test_a_request_seen_twice_while_its_prompt_is_being_sent_is_shown_once(
+    store: PendingStore,
+) -> None:
+    chat = SlowChat()
+    approvals = Approvals(chat, store)  # type: ignore[arg-type]
+
+    await asyncio.gather(  # its event, and a reconcile after a restart listing it
+        approvals.on_event("inst_1", BINDING, ASKED),
+        approvals.on_event("inst_1", BINDING, ASKED),
+    )
 
     assert len(chat.asked) == 1
 

@@ -3,6 +3,7 @@ could not settle."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ from oc_outpost.core.recovery import (
 )
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn import TurnSnapshot
+from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState
+from oc_outpost.opencode import events as ev
+from oc_outpost.opencode.errors import OpenCodeError
 from oc_outpost.opencode.wire import MessageWithParts
+from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
 from oc_outpost.store.migrations import TOPIC_MIGRATIONS
@@ -133,7 +138,137 @@ async def test_a_turn_owed_after_a_restart_is_delivered_once_its_stream_connects
         server = IdleServer("the answer written during the stall")
         await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (it connected)
         await reconciler.reconcile("ext_1", server)  # type: ignore[arg-type]  (and again)
+        await reconciler.settle("ext_1", server, [binding])  # type: ignore[arg-type]  (recovery)
         await tracker.stop()
 
         assert chat.texts == ["the answer written during the stall"]
         assert await TurnJournal(ActiveTurnStore(db)).load() == []
+
+
+class ExternalRegistry:
+    """One external server, registered again by the restarted bot, its stream connected."""
+
+    def __init__(self, info: InstanceInfo) -> None:
+        self.info = info
+
+    def kind(self, instance_id: str | None) -> InstanceKind:
+        return InstanceKind.EXTERNAL
+
+    def client(self, instance_id: str | None) -> object:
+        return object()
+
+    async def connect(self, instance_id: str | None, path: Path, **_: Any) -> RunningInstance:
+        return RunningInstance(self.info, object(), None)  # type: ignore[arg-type]
+
+
+class RecordingReconciler:
+    def __init__(self) -> None:
+        self.reconciled: list[str] = []
+
+    async def reconcile(self, instance_id: str, client: object) -> None:
+        self.reconciled.append(instance_id)
+
+
+async def test_a_restart_catches_up_with_external_servers_too(tmp_path: Path) -> None:
+    """A permission asked (or a turn ended) on an external server while the bot was down is
+    only seen if the restarted bot asks that server, as it does the managed ones."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        await bindings.bind(7, tmp_path, "ses_1", "ext_1")
+        info = InstanceInfo(
+            "ext_1", InstanceKind.EXTERNAL, str(tmp_path), InstanceState.RUNNING, 0, 0
+        )
+        reconciler = RecordingReconciler()
+        journal = TurnJournal(ActiveTurnStore(db))
+        recovery = StartupRecovery(
+            reconciler=reconciler,  # type: ignore[arg-type]
+            registry=ExternalRegistry(info),  # type: ignore[arg-type]
+            bindings=bindings,
+            tracker=TurnTracker(Finals(), bindings, journal),  # type: ignore[arg-type]
+            journal=journal,
+        )
+
+        await recovery.follow_running()
+
+        assert reconciler.reconciled == ["ext_1"]
+
+
+# --- a prompt still on its way when its server restarts -----------------------------------------
+
+
+async def test_a_reconcile_before_the_prompt_was_accepted_does_not_end_its_turn(
+    tmp_path: Path,
+) -> None:
+    """A server killed just as a prompt comes: the prompt waits for the restart, and the
+    restart's reconcile finds the session idle with the previous turn's answer. That is not
+    this turn's answer: the turn goes on, and ends with its own."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, tmp_path, "ses_1", "inst_1")
+        chat = Finals()
+        journal = TurnJournal(ActiveTurnStore(db))
+        tracker = TurnTracker(chat, bindings, journal)  # type: ignore[arg-type]
+        reconciler = Reconciler(
+            bindings=bindings,
+            turns=tracker,
+            approvals=None,  # type: ignore[arg-type]
+            journal=journal,
+        )
+        server = IdleServer("the previous turn's answer")
+        tracker.begin(binding, server)  # type: ignore[arg-type]  (the prompt is on its way)
+
+        await reconciler.reconcile("inst_1", server)  # type: ignore[arg-type]  (server back)
+        await tracker.stop()
+
+        assert chat.texts == []
+        assert tracker.is_busy("ses_1")
+
+
+# --- a late busy event of a turn being delivered ------------------------------------------------
+
+
+class TitledIdleServer(IdleServer):
+    async def get_session(self, session_id: str) -> Any:
+        raise OpenCodeError("no title here")
+
+
+class HeldFinals(Finals):
+    """Finals wait for `release`; every progress drawn is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.progress_turns: set[int] = set()
+
+    def show_progress(self, topic_id: int, turn: TurnSnapshot) -> None:
+        self.progress_turns.add(turn.turn_id)
+
+    async def show_final(self, topic_id: int, turn: TurnSnapshot, *, streaming: bool) -> None:
+        await self.release.wait()
+        await super().show_final(topic_id, turn, streaming=streaming)
+
+
+async def test_a_busy_event_arriving_while_its_turn_is_delivered_starts_no_new_turn(
+    tmp_path: Path,
+) -> None:
+    """After a restart the reconcile ends a turn from the session's status; the stream may
+    still bring that turn's own `busy` then. It is not a new turn (one begun for it showed a
+    second progress message, left "Working" with a Stop button for good)."""
+    async with await Database.open(tmp_path / "topics.db", TOPIC_MIGRATIONS) as db:
+        bindings = Bindings(TopicStore(db), -100)
+        binding = await bindings.bind(7, tmp_path, "ses_1", "inst_1")
+        chat = HeldFinals()
+        tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+        server = TitledIdleServer("the answer")
+        tracker.begin(binding, server)  # type: ignore[arg-type]
+        await tracker.mark_accepted(binding, server)  # type: ignore[arg-type]
+
+        tracker.reconcile(binding, server, busy=False)  # type: ignore[arg-type]  (ended unseen)
+        busy = ev.SessionStatusChanged("ses_1", ev.SessionStatus("busy"))
+        await tracker.on_event(server, busy)  # type: ignore[arg-type]  (late, from the stream)
+        assert not tracker.is_busy("ses_1")
+        chat.release.set()
+        await tracker.stop()
+
+        assert chat.texts == ["the answer"]
+        assert len(chat.progress_turns) == 1

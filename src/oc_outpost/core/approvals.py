@@ -7,8 +7,9 @@ press through, so a replayed or doubled press changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from oc_outpost.core.chat import ChatPort, PermissionPrompt, QuestionPrompt
@@ -90,13 +91,26 @@ class Approvals:
         self._chat = chat
         self._pending = pending
         self._states = states
+        self._asking: set[str] = set()  # request ids whose prompt is being created or sent
+
+    @contextlib.asynccontextmanager
+    async def _asking_for(self, request_id: str) -> AsyncIterator[None]:
+        self._asking.add(request_id)
+        try:
+            yield
+        finally:
+            self._asking.discard(request_id)
 
     async def on_event(self, instance_id: str, binding: TopicBinding, event: ev.Event) -> None:
         match event:
+            case ev.PermissionAsked() | ev.QuestionAsked() if event.request_id in self._asking:
+                return  # being shown right now (its event and a reconcile's listing met)
             case ev.PermissionAsked():
-                await self._ask(instance_id, binding, event, PendingKind.PERMISSION)
+                async with self._asking_for(event.request_id):
+                    await self._ask(instance_id, binding, event, PendingKind.PERMISSION)
             case ev.QuestionAsked() if event.request.questions:
-                await self._ask(instance_id, binding, event, PendingKind.QUESTION)
+                async with self._asking_for(event.request_id):
+                    await self._ask(instance_id, binding, event, PendingKind.QUESTION)
             case ev.PermissionReplied() | ev.QuestionReplied() | ev.QuestionRejected():
                 await self._answered_elsewhere(event.request_id)
 

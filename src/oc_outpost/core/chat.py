@@ -13,6 +13,9 @@ from typing import Literal, Protocol
 
 from oc_outpost.core.turn import TurnSnapshot
 
+# re-exported: the chat layer reads the journal's records through this port
+from oc_outpost.store.active_turns import ClosingProgress as ClosingProgress
+
 
 class TopicGone(Exception):
     """The forum topic no longer exists (deleted in the app, or never existed)."""
@@ -94,6 +97,14 @@ class ProgressLog(Protocol):
     """Where the chat reports the message it shows a turn's progress in (the turn journal)."""
 
     async def progress_shown(self, session_id: str, message_id: int) -> None: ...
+
+    async def progress_closing(self, closing: ClosingProgress) -> None:
+        """The turn was answered; its progress message is being reduced to its summary."""
+
+    async def progress_closed(self, message_id: int) -> None: ...
+
+    async def progress_left_closing(self) -> list[ClosingProgress]:
+        """What a previous run was still reducing when it stopped (to be reduced now)."""
 
 
 class ChatPort(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from oc_outpost.model import TopicBinding
-from oc_outpost.store.active_turns import ActiveTurnRecord, ActiveTurnStore
+from oc_outpost.store.active_turns import ActiveTurnRecord, ActiveTurnStore, ClosingProgress
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,19 @@ class TurnJournal:
         record = replace(record, progress_message_id=message_id)
         self._open[session_id] = record
         await self._store.put(record)
+
+    async def progress_closing(self, closing: ClosingProgress) -> None:
+        """The turn's answer was sent and its progress message is being reduced to the summary:
+        a restart before that edit is confirmed makes it again (the turn itself is crossed out,
+        its answer must not be sent twice)."""
+        await self._store.put_closing(closing)
+
+    async def progress_closed(self, message_id: int) -> None:
+        await self._store.delete_closing(message_id)
+
+    async def progress_left_closing(self) -> list[ClosingProgress]:
+        """Progress messages the previous run was reducing when it stopped."""
+        return await self._store.all_closing()
 
     def is_open(self, session_id: str) -> bool:
         return session_id in self._open

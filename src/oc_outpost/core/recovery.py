@@ -91,6 +91,13 @@ class Reconciler:
             await self._show_requests(instance_id, client, bindings)
 
     async def _settle(self, binding: TopicBinding, client: OpenCodeClient, *, busy: bool) -> None:
+        session_id = binding.session_id or ""
+        if not busy and self._turns.is_delivering(session_id):
+            return  # settled a moment ago (a stream reconnect and a restart's recovery met)
+        if not busy and self._turns.is_busy(session_id) and not self._turns.is_accepted(session_id):
+            # Its prompt is on its way (waiting for this very server): idle now says nothing
+            # about this turn, and the stored answer is the previous turn's.
+            return
         if busy:
             self._turns.reconcile(binding, client, busy=True)
             await self._journal.started(binding)
@@ -194,14 +201,15 @@ class StartupRecovery:
                 )
 
     async def follow_running(self) -> None:
-        """Servers found running at start-up (adopted or discovered): follow their bound
-        sessions again and catch up (turns that ran or ended meanwhile, approvals asked)."""
+        """Servers found running at start-up (adopted, discovered, or external ones still
+        registered): follow their bound sessions again and catch up (turns that ran or ended
+        meanwhile, approvals asked while the bot was away)."""
         seen: set[tuple[str, str]] = set()
         for binding in self._bindings.all():
             key = (binding.instance_id or "", binding.project_path)
             kind = self._registry.kind(binding.instance_id)
-            if key in seen or kind == InstanceKind.EXTERNAL:
-                continue  # external servers are followed by their registration
+            if key in seen:
+                continue
             seen.add(key)
             if not self._runs_now(binding, kind):
                 continue  # a stopped server is woken by the next message, not now
@@ -214,6 +222,6 @@ class StartupRecovery:
                 log.warning("following %s again failed: %s", binding.project_path, exc)
 
     def _runs_now(self, binding: TopicBinding, kind: InstanceKind) -> bool:
-        if kind == InstanceKind.DISCOVERED:
+        if kind in (InstanceKind.DISCOVERED, InstanceKind.EXTERNAL):
             return self._registry.client(binding.instance_id) is not None
         return self._registry.manager.is_running(Path(binding.project_path))

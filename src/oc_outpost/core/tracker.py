@@ -277,7 +277,11 @@ class TurnTracker:
             return
         active = self._turns.get(session_id)
         if active is None:
-            if not _turns_busy(event) or session_id in self._hushed:
+            quiet = session_id in self._hushed or session_id in self._delivering
+            if not _turns_busy(event) or quiet:
+                # (hushed: a `!` shell command runs; delivering: a reconcile just ended the turn
+                # from the session's status, its own events may still come, and their `busy`
+                # is not a new turn)
                 return
             active = self.begin(binding, client)  # a turn started elsewhere, e.g. in the TUI
         active.accepted = True

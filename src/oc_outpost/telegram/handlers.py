@@ -624,10 +624,10 @@ class Handlers:
             message.message_id if message is not None else 0, query.data or ""
         ):
             press = None  # the Stop button of an old progress message stops nothing
-        await self._chat.answer_callback(query.id, _acknowledgement(press))
-        if press is not None:
+        if press is not None:  # its work does not wait for the acknowledgement (429s hold it)
             work = self._press(press, who(query.from_user), topic, message, query.id)
             self._background(context, update, topic, work)
+        await self._chat.answer_callback(query.id, _acknowledgement(press))
 
     async def _press(
         self,

@@ -27,6 +27,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from oc_outpost.core.chat import (
+    ClosingProgress,
     GoneTopics,
     HistoryEntry,
     Menu,
@@ -63,6 +64,8 @@ CODE_INLINE_CHARS = 3500  # longer command output goes as a document
 CAPTION_CHARS = 1024
 
 Rows = list[list[InlineKeyboardButton]]
+# What a progress message left by a killed bot says once the next start reduces it.
+INTERRUPTED = "⏹ The bot restarted during this turn; its progress is no longer shown here."
 PICKER_BUTTONS = 48  # Telegram allows 100 buttons; keep the picker readable
 # Answers quote many links (docs, localhost ports): a preview card of the first one is noise.
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
@@ -84,6 +87,7 @@ class _Progress:
     shown: str = ""
     closed: bool = False  # the turn ended: its summary replaces the progress
     failure: BaseException | None = None  # the last edit failure logged
+    recorded: asyncio.Task[None] | None = None  # writing the message into the journal
 
     def log_failure(self, future: asyncio.Future[Any]) -> None:
         # Queued edits of one message share a call, so they fail together: log that once.
@@ -102,6 +106,11 @@ def _entities(part: Formatted) -> list[MessageEntity]:
 
 def _stop_data(markup: InlineKeyboardMarkup) -> str | None:
     return markup.inline_keyboard[0][0].callback_data  # type: ignore[return-value]
+
+
+def _log_reduce_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a progress message left by the last run stays: %s", future.exception())
 
 
 def _not_modified(exc: BadRequest) -> bool:
@@ -389,8 +398,17 @@ class TelegramChat:
         if message is None:
             return  # nothing was drawn (the same text), so nothing was sent
         progress.message_id = message.message_id
-        self._spawn(self._progress_log.progress_shown(progress.turn.session_id, message.message_id))
+        progress.recorded = self._spawn(self._record_shown(progress, message.message_id))
         self._catch_up(progress)
+
+    async def _record_shown(self, progress: _Progress, message_id: int) -> None:
+        """Into the journal: a bot killed before the turn reduces the message leaves it to
+        the next start (its turn may not even be written down yet: then the prompt is handled
+        again and shows another message), which reduces it to a note instead of "Working"."""
+        await self._progress_log.progress_shown(progress.turn.session_id, message_id)
+        await self._progress_log.progress_closing(
+            ClosingProgress(message_id, progress.topic_id, INTERRUPTED)
+        )
 
     def _progress_edited(self, progress: _Progress, future: asyncio.Future[Any]) -> None:
         progress.queued = False
@@ -405,10 +423,11 @@ class TelegramChat:
         if not progress.closed and progress.turn is not progress.drawn:
             self._queue_progress(progress)
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._spawned_done)
+        return task
 
     def _spawned_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -448,18 +467,44 @@ class TelegramChat:
             await asyncio.wait([progress.sending])
         if progress.message_id is None:
             return
-        markup = InlineKeyboardMarkup(rows) if rows else None
+        if progress.recorded is not None:  # its note must not overwrite the summary
+            await asyncio.wait([progress.recorded])
+        closing = ClosingProgress(
+            progress.message_id, progress.topic_id, summary_text(turn, self._clock())
+        )
+        await self._progress_log.progress_closing(closing)
+        future = self._reduce(closing, InlineKeyboardMarkup(rows) if rows else None)
+        future.add_done_callback(progress.log_failure)
+
+    def _reduce(
+        self, closing: ClosingProgress, markup: InlineKeyboardMarkup | None = None
+    ) -> asyncio.Future[Any]:
+        """Edit a progress message to its summary; once Telegram took (or refused) the edit,
+        the journal forgets it. Not made (the bot stopped first): the next start makes it."""
         future = self._outbox.enqueue(
-            self._edit_call(
-                progress.message_id, Formatted(summary_text(turn, self._clock())), markup
-            ),
+            self._edit_call(closing.message_id, Formatted(closing.summary), markup),
             method="editMessageText",
             chat_id=self._chat_id,
             # the closing summary is part of the final answer, not paced like live progress
             priority=Priority.FINAL,
-            key=("progress-edit", progress.message_id),
+            key=("progress-edit", closing.message_id),
         )
-        future.add_done_callback(progress.log_failure)
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                self._spawn(self._progress_log.progress_closed(closing.message_id))
+
+        future.add_done_callback(settled)
+        return future
+
+    def close_progress_left(self) -> None:
+        """Reduce the progress messages a previous run had not finished reducing (a kill -9
+        between an answer and its summary left them saying "Working" with a Stop button)."""
+        self._spawn(self._close_left())
+
+    async def _close_left(self) -> None:
+        for closing in await self._progress_log.progress_left_closing():
+            self._reduce(closing).add_done_callback(_log_reduce_failure)
 
     # --- approvals and questions ---------------------------------------------------------------
 
