@@ -3,6 +3,7 @@ moments before is sent again to the restarted server, once, without failing its 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from oc_outpost.core.server_events import ServerEvents
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState, TopicBinding
+from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.errors import OpenCodeUnavailable
 from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.store.active_turns import ActiveTurnStore
@@ -145,3 +147,26 @@ async def test_a_server_crash_ends_accepted_turns_but_not_a_prompt_on_its_way(
 
     assert [f.session_id for f in chat.finals] == ["ses_2"]
     assert tracker.is_busy("ses_1") and not tracker.is_busy("ses_2")
+
+
+async def test_a_prompt_for_a_busy_session_waits_until_the_running_prompt_is_written(
+    db: Database,
+) -> None:
+    """OpenCode writes an accepted prompt down in the background and answers only the newest
+    user message: a second prompt that overtook the first would never be answered."""
+    client = FakeClient()
+    registry, chat = FakeRegistry(client), FakeChat()
+    bindings, binding = await bound(db)
+    tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+    prompter = Prompter(registry, tracker, chat)  # type: ignore[arg-type]
+    await prompter.send(binding, "first", ())
+
+    second = asyncio.create_task(prompter.send(binding, "second", ()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert client.prompts == ["first"]  # held back: OpenCode has not written "first" down yet
+
+    written = ev.MessageUpdated("ses_1", ev.Message(id="msg_1", role="user"))
+    await tracker.on_event(client, written)  # type: ignore[arg-type]
+    await asyncio.wait_for(second, 1)
+    assert client.prompts == ["first", "second"]

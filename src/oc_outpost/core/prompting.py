@@ -27,6 +27,8 @@ from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
 
+PROMPT_WRITTEN_WAIT_S = 10.0  # a prompt for a busy session waits this long for the running one
+
 WAKING_UP = "⏳ Waking up OpenCode for {name}… your message is sent as soon as it is ready."
 NOT_LINKED = (
     "This topic is not linked to a project: /link <path> links it, or use /new <name> in General."
@@ -50,6 +52,7 @@ class Prompter:
         queued = self._tracker.is_busy(session_id)
         if queued:
             await self._chat.notify(topic_id, "⏳ Queued: it will run after the current turn.")
+            await self._tracker.prompt_written(session_id, PROMPT_WRITTEN_WAIT_S)
         else:
             self._tracker.begin(binding, running.client)
         parts = prompt_parts(text, attachments)

@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oc_outpost.core import turn as turns
@@ -43,6 +43,9 @@ class ActiveTurn:
     # OpenCode has the prompt (it accepted it, or its events arrived); until then a server
     # crash does not end the turn: the prompt is sent again once the server is back.
     accepted: bool = False
+    # set once OpenCode has written the turn's prompt down (its user message arrived) or the
+    # turn ended: see `prompt_written`
+    written: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class TurnTracker:
@@ -113,6 +116,20 @@ class TurnTracker:
             return
         active.accepted, active.client = True, client
         await self._journal.started(binding)
+
+    async def prompt_written(self, session_id: str, timeout_s: float) -> None:
+        """Wait until OpenCode has written down the running turn's prompt (or the turn ended).
+
+        OpenCode writes an accepted prompt down in the background, and then answers only the
+        newest user message: a second prompt sent meanwhile can be written first, and is then
+        never answered (seen with the first prompt of a fresh server)."""
+        active = self._turns.get(session_id)
+        if active is None:
+            return
+        try:
+            await asyncio.wait_for(active.written.wait(), timeout_s)
+        except TimeoutError:
+            log.info("the running prompt of %s was not written in %.0f s", session_id, timeout_s)
 
     def active_count(self) -> int:
         return len(self._turns)
@@ -192,6 +209,7 @@ class TurnTracker:
         """End the session's turn with an error the user can read."""
         active = self._turns.pop(session_id, None)
         if active is not None:
+            active.written.set()
             self._remember_user_messages(active.snapshot)
             snapshot, streaming = active.snapshot, active.streaming
         elif self._journal.progress_message(session_id) is not None:
@@ -240,6 +258,8 @@ class TurnTracker:
         if session_id is None:
             return
         active = self._turns.pop(session_id, None)
+        if active is not None and not busy:
+            active.written.set()
         if busy:
             if active is None:
                 active = self.begin(binding, client, resume=True)
@@ -287,6 +307,7 @@ class TurnTracker:
         active.accepted = True
         if _turns_idle(event):
             del self._turns[session_id]
+            active.written.set()
             self._remember_user_messages(active.snapshot)
             self._spawn_final(session_id, self._finish(active))
             return
@@ -312,6 +333,8 @@ class TurnTracker:
         if snapshot is active.snapshot:  # the fold returns the same snapshot for no change
             return
         active.snapshot = snapshot
+        if snapshot.user_messages:
+            active.written.set()
         if active.streaming:
             self._chat.show_progress(active.topic_id, snapshot)
 
