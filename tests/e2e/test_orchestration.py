@@ -233,8 +233,13 @@ async def test_a_stalled_event_stream_is_caught_by_the_watchdog_and_the_final_ar
         await asyncio.sleep(1.0)
         assert bot.finals(topic, answer) == 1
         assert detected.created - paused_at < watchdog_s + 1.0
+        # settled by the reconcile after the reconnect, as complete; or, when the stalled
+        # connection's own events got through first, by the stream (nothing to settle then)
         settled = [r.getMessage() for r in caplog.records if "ended unwatched" in r.getMessage()]
-        assert settled == [f"turn of {bot.session_id(topic)} ended unwatched: answer complete"]
+        assert settled in (
+            [],
+            [f"turn of {bot.session_id(topic)} ended unwatched: answer complete"],
+        )
     finally:
         await bot.stop()
         for proxy in proxies.values():
