@@ -59,10 +59,20 @@ class HeldMessages:
     async def hold(self, binding: TopicBinding, text: str, source: int | None = None) -> None:
         """Hold `text` (from the Telegram message `source`, so an edit of it edits the copy)."""
         assert binding.session_id is not None
-        held = await self._store.hold(binding.topic_id, binding.session_id, text, source)
-        count = await self._count_queued(binding.session_id)
+        if source is not None:
+            earlier = await self._store.copy_of(binding.topic_id, source)
+            if earlier is not None:  # taken again: the bot restarted while it was being held
+                if earlier.status == "held" and earlier.message_id is None:
+                    await self._show_queued(earlier)
+                return
+        await self._show_queued(
+            await self._store.hold(binding.topic_id, binding.session_id, text, source)
+        )
+
+    async def _show_queued(self, held: HeldMessage) -> None:
+        count = await self._count_queued(held.session_id)
         menu = await self._menu(held, f"⏳ Queued ({count})")
-        message_id = await self._chat.show_menu(binding.topic_id, replace(menu, silent=True))
+        message_id = await self._chat.show_menu(held.topic_id, replace(menu, silent=True))
         await self._store.set_message(held.id, message_id)
 
     async def edit(self, topic_id: int, source: int, text: str) -> None:

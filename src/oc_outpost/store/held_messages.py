@@ -44,6 +44,14 @@ class HeldMessageStore:
         assert row is not None  # RETURNING always gives the row
         return _to_held(row)
 
+    async def copy_of(self, topic_id: int, source_id: int) -> HeldMessage | None:
+        """The held copy of a person's message, whatever became of it since."""
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM held_messages WHERE topic_id = ? AND source_id = ?",
+            (topic_id, source_id),
+        )
+        return None if row is None else _to_held(row)
+
     async def set_message(self, held_id: int, message_id: int) -> None:
         await self._db.execute(
             "UPDATE held_messages SET message_id = ? WHERE id = ?", (message_id, held_id)
