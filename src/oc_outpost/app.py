@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,6 +429,7 @@ def build_core(
             auto_create_dirs=s.auto_create_project_dirs,
             setup_wait_s=s.startup_timeout_s,
             busy_policy=s.busy_policy,
+            started_at=time.time(),
         ),
         chat=chat,
         bindings=bindings,

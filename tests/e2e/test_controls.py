@@ -4,6 +4,7 @@ topic, sent with every prompt, shown in /session, surviving a bot restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import struct
 import zlib
@@ -261,6 +262,40 @@ async def test_a_held_message_survives_a_bot_restart(bot: RunningBot, llm: MockL
     await bot.restart()
     await bot.wait_message(topic, "answer kept", within_s=60)
     assert any("kept across the restart" in p for p in user_prompts(llm))
+
+
+async def test_a_message_taken_again_after_a_restart_is_not_sent_twice(
+    bot: RunningBot, llm: MockLLM
+) -> None:
+    """The bot died after sending a prompt and before crossing its update out of the inbox:
+    the next start handles the update again, and OpenCode already has the prompt."""
+    topic = await bot.new_topic("once")
+    llm.when("only once please", Text("answer once"))
+    await bot.say("only once please", topic)
+    await bot.wait_message(topic, "answer once")
+    polls = [c.result for c in bot.fake.calls("getUpdates") if c.ok]
+    sent = [u for result in polls for u in result if "message" in u]
+    (update,) = [u for u in sent if u["message"].get("text") == "only once please"]
+    await bot.stop()
+    key = f"telegram.update:{update['update_id']}"
+    with sqlite3.connect(bot.settings.topic_db_path) as db:  # as a kill at that moment leaves it
+        db.execute(
+            "INSERT INTO bot_state (key, value, updated_at) VALUES (?, ?, 0)",
+            (key, json.dumps(update)),
+        )
+
+    await bot.start()
+
+    def crossed_out() -> bool:
+        with sqlite3.connect(bot.settings.topic_db_path) as db:
+            return db.execute("SELECT 1 FROM bot_state WHERE key = ?", (key,)).fetchone() is None
+
+    await bot.fake.wait_for(crossed_out, what="the update left from the last run handled")
+    llm.when("and then this", Text("answer after"))
+    await bot.say("and then this", topic)
+    await bot.wait_message(topic, "answer after")
+    assert user_prompts(llm).count("only once please") == 1
+    assert len([m for m in bot.fake.bot_messages(topic) if m.text == "answer once"]) == 1
 
 
 async def test_shell_commands_show_their_output(bot: RunningBot, llm: MockLLM) -> None:

@@ -20,6 +20,7 @@ from oc_outpost.core.turn import TurnSnapshot
 from oc_outpost.model import InstanceInfo, InstanceKind, InstanceState, TopicBinding
 from oc_outpost.opencode import events as ev
 from oc_outpost.opencode.errors import OpenCodeUnavailable
+from oc_outpost.opencode.wire import MessageWithParts
 from oc_outpost.servers.listener import RunningInstance
 from oc_outpost.store.active_turns import ActiveTurnStore
 from oc_outpost.store.db import Database
@@ -170,3 +171,32 @@ async def test_a_prompt_for_a_busy_session_waits_until_the_running_prompt_is_wri
     await tracker.on_event(client, written)  # type: ignore[arg-type]
     await asyncio.wait_for(second, 1)
     assert client.prompts == ["first", "second"]
+
+
+class ClientWithHistory(FakeClient):
+    """A server that already has a user message "hello", written at `written_ms`."""
+
+    def __init__(self, written_ms: float) -> None:
+        super().__init__()
+        self.written_ms = written_ms
+
+    async def messages(self, session_id: str, limit: int | None = None) -> list[Any]:
+        info = ev.Message("msg_1", "user", created_at=self.written_ms)
+        return [MessageWithParts(info=info, parts=(ev.TextPart("prt_1", "hello"),))]
+
+
+async def test_a_message_opencode_has_from_after_it_was_sent_counts_as_sent(
+    db: Database,
+) -> None:
+    """The bot died after sending a prompt and before crossing its update out: Telegram's
+    update comes again at the next start, and OpenCode already has it."""
+    client = ClientWithHistory(written_ms=1_000_000_500)
+    registry, chat = FakeRegistry(client), FakeChat()
+    bindings, binding = await bound(db)
+    tracker = TurnTracker(chat, bindings, TurnJournal(ActiveTurnStore(db)))  # type: ignore[arg-type]
+    prompter = Prompter(registry, tracker, chat)  # type: ignore[arg-type]
+
+    assert await prompter.already_sent(binding, "hello", (), sent_at=1_000_000.0)
+    # the same words sent again later are a new prompt; other words are not this one
+    assert not await prompter.already_sent(binding, "hello", (), sent_at=1_000_001.0)
+    assert not await prompter.already_sent(binding, "hello there", (), sent_at=1_000_000.0)

@@ -72,6 +72,7 @@ class ControllerConfig:
     auto_create_dirs: bool = True
     setup_wait_s: float = 60.0  # how long a message waits for its topic's /new to finish
     busy_policy: Literal["queue", "steer"] = "queue"
+    started_at: float = 0.0  # epoch s: a message older than this may have been sent already
 
 
 class Controller:
@@ -251,13 +252,18 @@ class Controller:
         attachments: Sequence[Attachment] = (),
         *,
         source: int | None = None,
+        sent_at: float | None = None,
     ) -> None:
-        """Text (or files with their caption) typed in a topic: the session's next prompt."""
+        """Text (or files with their caption) typed in a topic: the session's next prompt.
+        ``sent_at`` (epoch s) is when the person sent it."""
         if self._bindings.by_topic(topic_id) is None:
             await self._linker.wait_idle(self._config.setup_wait_s)
         binding = self._bindings.by_topic(topic_id)
         if binding is None:
             await self._pickers.offer(topic_id, str(self.base), (text, tuple(attachments)))
+            return
+        if await self._sent_before_the_restart(binding, text, attachments, sent_at):
+            log.info("a message of topic %s reached OpenCode before the restart", topic_id)
             return
         if self._holds(binding, attachments):
             await self._held.hold(binding, text, source)
@@ -270,6 +276,19 @@ class Controller:
             if warning is not None:
                 await self._chat.notify(topic_id, warning)
         await self._prompter.send(binding, text, tuple(attachments))
+
+    async def _sent_before_the_restart(
+        self,
+        binding: TopicBinding,
+        text: str,
+        attachments: Sequence[Attachment],
+        sent_at: float | None,
+    ) -> bool:
+        """A message from before this start that OpenCode has already: the bot died after
+        sending it and before crossing its update out, so Telegram's update came again."""
+        if sent_at is None or sent_at >= self._config.started_at:
+            return False
+        return await self._prompter.already_sent(binding, text, attachments, sent_at)
 
     async def edit_held(self, topic_id: int, message_id: int, text: str) -> None:
         """A person edited a message: if it is held, its queued copy changes too."""

@@ -16,12 +16,12 @@ from oc_outpost.core.chat import ChatPort, Menu
 from oc_outpost.core.control_buttons import ControlButtons
 from oc_outpost.core.errors import BadRequest, NotFound, Unavailable
 from oc_outpost.core.linking import Linker, LinkRequest
+from oc_outpost.core.prompt_text import prompt_text
 from oc_outpost.core.prompting import Prompter
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.client import OpenCodeClient
 from oc_outpost.opencode.errors import OpenCodeError
-from oc_outpost.opencode.events import TextPart
 from oc_outpost.opencode.wire import MessageWithParts, Session
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,6 @@ class TurnRef:
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> TurnRef:
         return cls(str(payload["message_id"]), str(payload["last_message_id"]))
-
-
-def prompt_text(message: MessageWithParts) -> str:
-    return "\n".join(
-        p.text for p in message.parts if isinstance(p, TextPart) and not p.synthetic
-    ).strip()
 
 
 def prompts(messages: list[MessageWithParts], before: str | None) -> list[MessageWithParts]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
 
 from oc_outpost.core.chat import Attachment, ChatPort
 from oc_outpost.core.errors import BadRequest, Unavailable, UserError
 from oc_outpost.core.linking import SERVER_ERRORS
-from oc_outpost.core.prompt_text import with_file_names
+from oc_outpost.core.prompt_text import prompt_text, with_file_names
 from oc_outpost.core.tracker import TurnTracker
 from oc_outpost.model import TopicBinding
 from oc_outpost.opencode.errors import OpenCodeError, OpenCodeUnavailable
@@ -27,6 +28,7 @@ from oc_outpost.servers.registry import ServerRegistry
 
 log = logging.getLogger(__name__)
 
+RECENT_PROMPTS = 20  # how far back a message taken again after a restart is looked for
 PROMPT_WRITTEN_WAIT_S = 10.0  # a prompt for a busy session waits this long for the running one
 
 WAKING_UP = "⏳ Waking up OpenCode for {name}… your message is sent as soon as it is ready."
@@ -72,6 +74,31 @@ class Prompter:
                 await self._tracker.fail(session_id, topic_id, refused)
             return
         await self._tracker.mark_accepted(binding, running.client)
+
+    async def already_sent(
+        self,
+        binding: TopicBinding,
+        text: str,
+        attachments: Sequence[Attachment],
+        sent_at: float,
+    ) -> bool:
+        """OpenCode has this prompt from after the person sent it (epoch s `sent_at`): the bot
+        took the message again after a restart, having sent it before it died."""
+        expected = with_file_names(text, attachments).strip()
+        if binding.session_id is None or not expected:
+            return False
+        client = (await self.connect(binding)).client
+        try:
+            recent = await client.messages(binding.session_id, limit=RECENT_PROMPTS)
+        except OpenCodeError as exc:
+            log.warning("could not check whether %s had the prompt: %s", binding.session_id, exc)
+            return False
+        return any(
+            m.info.role == "user"
+            and (m.info.created_at or 0) >= sent_at * 1000
+            and prompt_text(m) == expected
+            for m in recent
+        )
 
     async def connect(self, binding: TopicBinding) -> RunningInstance:
         name = Path(binding.project_path).name

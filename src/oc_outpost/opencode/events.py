@@ -156,6 +156,7 @@ class Message:
 
     id: str
     role: Literal["user", "assistant"]
+    created_at: Annotated[float | None, _at("time", "created")] = None  # epoch ms
     completed_at: Annotated[float | None, _at("time", "completed")] = None
     parent_id: Annotated[str | None, _at("parentID")] = None
     provider_id: Annotated[str | None, _at("providerID")] = None

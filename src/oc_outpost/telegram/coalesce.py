@@ -27,14 +27,17 @@ class Piece:
     text: str
     attachments: tuple[Attachment, ...] = ()
     message_ids: tuple[int, ...] = ()  # the Telegram messages it came from
+    sent_at: float | None = None  # epoch s: when the person sent the (first) message
 
 
 def joined(pieces: Sequence[Piece]) -> Piece:
     texts = [p.text for p in pieces if p.text.strip()]
+    times = [p.sent_at for p in pieces if p.sent_at is not None]
     return Piece(
         "\n\n".join(texts),
         tuple(a for p in pieces for a in p.attachments),
         tuple(i for p in pieces for i in p.message_ids),
+        min(times, default=None),
     )
 
 

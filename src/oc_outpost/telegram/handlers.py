@@ -520,7 +520,8 @@ class Handlers:
                 "the project's topic. /help lists everything.",
             )
             return
-        piece = ready(Piece(message.text, message_ids=(message.message_id,)))
+        sent_at = message.date.timestamp()
+        piece = ready(Piece(message.text, message_ids=(message.message_id,), sent_at=sent_at))
         self._background(context, update, topic, self._collect(topic, message, piece))
 
     async def edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -551,7 +552,9 @@ class Handlers:
 
     async def _send_prompt(self, topic: int, prompt: Piece) -> None:
         source = prompt.message_ids[0] if len(prompt.message_ids) == 1 else None
-        work = self._controller.message(topic, prompt.text, prompt.attachments, source=source)
+        work = self._controller.message(
+            topic, prompt.text, prompt.attachments, source=source, sent_at=prompt.sent_at
+        )
         await self._guarded(topic, work)
 
     async def _file_piece(self, topic: int, message: Message) -> Piece | None:
