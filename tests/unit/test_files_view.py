@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import telegram
 
-from oc_outpost.core.chat import ClosingProgress, GoneTopics
+from oc_outpost.core.chat import GoneTopics
 from oc_outpost.core.file_port import ListingEntry, ListingPage
 from oc_outpost.core.outputs import DiffStat, OutFile, TurnOutput
 from oc_outpost.core.turn import TurnPhase, TurnSnapshot
@@ -19,6 +19,7 @@ from oc_outpost.telegram.outbox import Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
 from tests.rig.fake_telegram import FakeTelegram
 from tests.rig.telegram_fixtures import TEST_CHAT_ID
+from tests.unit.test_view import NoProgressLog
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
 OUTPUT = TurnOutput(
@@ -27,20 +28,6 @@ OUTPUT = TurnOutput(
     diff_token="Tok_en-12345",
 )
 DIFF_LABEL = "📄 Diff +3 \u22121 · 2 files"
-
-
-class NoProgressLog:
-    async def progress_shown(self, session_id: str, message_id: int) -> None:
-        return None
-
-    async def progress_closing(self, closing: ClosingProgress) -> None:
-        return None
-
-    async def progress_closed(self, message_id: int) -> None:
-        return None
-
-    async def progress_left_closing(self) -> list[ClosingProgress]:
-        return []
 
 
 @pytest.fixture

@@ -8,28 +8,14 @@ from collections.abc import AsyncIterator
 import pytest
 import telegram
 
-from oc_outpost.core.chat import ClosingProgress, GoneTopics, TopicGone
+from oc_outpost.core.chat import GoneTopics, TopicGone
 from oc_outpost.telegram.formatted import Entity, Formatted, join, styled
 from oc_outpost.telegram.markdown import markdown_to_styled
 from oc_outpost.telegram.outbox import Limits, Outbox
 from oc_outpost.telegram.view import TelegramChat
 from tests.rig.fake_telegram import FakeTelegram
 from tests.rig.telegram_fixtures import TEST_CHAT_ID
-
-
-class NoProgressLog:
-    async def progress_shown(self, session_id: str, message_id: int) -> None:
-        return None
-
-    async def progress_closing(self, closing: ClosingProgress) -> None:
-        return None
-
-    async def progress_closed(self, message_id: int) -> None:
-        return None
-
-    async def progress_left_closing(self) -> list[ClosingProgress]:
-        return []
-
+from tests.unit.test_view import NoProgressLog
 
 FAST = Limits(per_chat_interval_s=0.0, group_per_minute=1000, global_per_second=1000)
 
